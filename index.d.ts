@@ -1,0 +1,200 @@
+// ferrosocket — public, hand-written typings. The generated N-API surface lives in
+// binding.d.ts; this file is the contract users compile against. Changes here are API changes.
+
+// ---------------------------------------------------------------------------------------------
+// Standard Schema (https://standardschema.dev) — the only thing we require of a schema library.
+// Declared structurally so zod 4, valibot, arktype … work without a dependency on any of them.
+// ---------------------------------------------------------------------------------------------
+
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  readonly '~standard': {
+    readonly version: 1
+    readonly vendor: string
+    readonly validate: (
+      value: unknown,
+    ) => StandardSchemaResult<Output> | Promise<StandardSchemaResult<Output>>
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined
+  }
+}
+
+export type StandardSchemaResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | { readonly issues: ReadonlyArray<StandardSchemaIssue> }
+
+export interface StandardSchemaIssue {
+  readonly message: string
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined
+}
+
+/** Value a schema produces after validation (what a handler receives). */
+export type InferOutput<S> = S extends StandardSchemaV1<any, infer O> ? O : never
+/** Value a schema accepts (what `publish*` takes). */
+export type InferInput<S> = S extends StandardSchemaV1<infer I, any> ? I : never
+
+// ---------------------------------------------------------------------------------------------
+// Contracts
+// ---------------------------------------------------------------------------------------------
+
+export type EventSchemas = Record<string, StandardSchemaV1<any, any>>
+
+/** A contract names the events a namespace accepts (`in`) and emits (`out`) with their schemas. */
+export interface Contract<In extends EventSchemas = EventSchemas, Out extends EventSchemas = EventSchemas> {
+  readonly in: In
+  readonly out: Out
+}
+
+/** Used when a namespace has no contract: any event name, any data, nothing validated. */
+export type UntypedContract = Contract<
+  Record<string, StandardSchemaV1<any, any>>,
+  Record<string, StandardSchemaV1<any, any>>
+>
+
+export function defineContract<
+  const In extends EventSchemas = {},
+  const Out extends EventSchemas = {},
+>(contract: { in?: In; out?: Out }): Contract<In, Out>
+
+export type InEvent<C extends Contract> = keyof C['in'] & string
+export type OutEvent<C extends Contract> = keyof C['out'] & string
+export type InData<C extends Contract, E extends InEvent<C>> = InferOutput<C['in'][E]>
+export type OutData<C extends Contract, E extends OutEvent<C>> = InferInput<C['out'][E]>
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+export interface ServerOptions<
+  C extends Contract = UntypedContract,
+  NS extends Record<string, Contract> = {},
+> {
+  /** Interface to bind. Default `'0.0.0.0'`. */
+  host?: string
+  /** TCP port; `0` picks an ephemeral port (read `server.port` after `listen()`). Default `0`. */
+  port?: number
+  /** Upgrade path of the default namespace. Default `'/ws'`. Other namespaces mount at `${path}/${name}`. */
+  path?: string
+  /** Contract of the default namespace. Without one, events are untyped and unvalidated. */
+  contract?: C
+  /** Extra namespaces by name, each with its own contract (or `null` for untyped). */
+  namespaces?: { [K in keyof NS]: NS[K] | null }
+  /** Largest accepted message in bytes; larger closes 1009. Default `65536`. */
+  maxPayload?: number
+  /** Ping interval; a connection with no pong (or any frame) by the next ping closes 1001. `0` disables. Default `{ intervalMs: 30000 }`. */
+  heartbeat?: { intervalMs?: number }
+  /** Per-connection outbound queue bound; overflow closes the connection 1013. Default `{ maxQueuedMessages: 1000, maxBufferedBytes: 1048576 }`. */
+  backpressure?: { maxQueuedMessages?: number; maxBufferedBytes?: number }
+  /** Maximum open connections; extra handshakes are closed 1013 `concurrency-limit-exceeded`. `0` = unlimited. Default `0`. */
+  maxConnections?: number
+  /** Messages of one connection handed to JS but not yet handled before Rust stops reading that socket. Default `100`. */
+  maxInflightMessages?: number
+  /** Messages buffered per connection for events that have no handler yet (oldest dropped). Default `100`. */
+  maxBufferedMessages?: number
+  /** Bytes waiting for the JS thread across all connections before every reader pauses. Default `67108864` (64 MiB). */
+  maxPendingBytes?: number
+  /** Wait this long for the peer's close frame before terminating the TCP connection. Default `5000`. */
+  closeTimeoutMs?: number
+  /** `'close'` (default) closes a connection that sends invalid input; `'reply'` answers with an `error` event instead. */
+  onInvalidMessage?: 'close' | 'reply'
+  /** Rust I/O threads. Default: available cores. */
+  workerThreads?: number
+  /** Called with errors thrown by handlers (the connection is closed 1011 either way). Default: `console.error`. */
+  onError?: (error: unknown, conn: Connection<any> | undefined) => void
+}
+
+export interface ShutdownOptions {
+  /** How long to wait for peers to complete the close handshake before terminating them. Default `5000`. */
+  timeoutMs?: number
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server and connections
+// ---------------------------------------------------------------------------------------------
+
+export interface Audience<NSName extends string = string> {
+  /** Namespace name; default namespace is `'/'`. */
+  namespace?: NSName
+  rooms?: Iterable<string>
+  users?: Iterable<string>
+  /** Connection ids (`conn.id`). */
+  connections?: Iterable<string>
+  /** Connection ids excluded from the union of the others. */
+  except?: Iterable<string>
+}
+
+export interface MessageContext {
+  event: string
+  /** `meta` of the envelope (trace context), if the client sent one. */
+  meta: { traceparent?: string; tracestate?: string } | undefined
+}
+
+export type MessageHandler<T> = (data: T, ctx: MessageContext) => void | Promise<void>
+
+export interface CloseInfo {
+  code: number
+  reason: string
+}
+
+export interface Connection<C extends Contract = UntypedContract> {
+  /** Unique id of this connection within the server. */
+  readonly id: string
+  /** Namespace name; `'/'` for the default namespace. */
+  readonly namespace: string
+  readonly userId: string | undefined
+  /** Peer address as seen by the TCP socket (`ip:port` stripped to the ip). */
+  readonly remoteAddress: string
+  /** Rooms this connection has joined. */
+  readonly rooms: ReadonlySet<string>
+  /** False once the connection has closed (or started closing). */
+  readonly isOpen: boolean
+
+  /** Handle `event`. Messages run one at a time per connection, in arrival order; async handlers are awaited. */
+  onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this
+  /** Send one event to this connection. Throws synchronously on an unknown event or invalid data; no-op once closed. */
+  publish<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
+  onClose(handler: (code: number, reason: string) => void): this
+  waitForClose(): Promise<CloseInfo>
+  join(room: string): this
+  leave(room: string): this
+  setUserId(userId: string): this
+  clearUserId(): this
+  /** Start the close handshake. Default code `1000`. */
+  close(code?: number, reason?: string): void
+}
+
+export interface Server<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}> {
+  /** Bound port (after `listen()` resolves). */
+  readonly port: number
+  /** Number of open connections. */
+  readonly connectionCount: number
+  listen(): Promise<void>
+  onConnection(handler: (conn: Connection<C>) => void): this
+  onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K]>) => void): this
+  getConnection(id: string): Connection<any> | undefined
+
+  broadcast<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
+  broadcast<K extends keyof NS & string, E extends OutEvent<NS[K]>>(event: E, data: OutData<NS[K], E>, namespace: K): void
+  publishToRoom<E extends OutEvent<C>>(room: string, event: E, data: OutData<C, E>): void
+  publishToRoom<K extends keyof NS & string, E extends OutEvent<NS[K]>>(room: string, event: E, data: OutData<NS[K], E>, namespace: K): void
+  publishToUser<E extends OutEvent<C>>(userId: string, event: E, data: OutData<C, E>): void
+  publishToUser<K extends keyof NS & string, E extends OutEvent<NS[K]>>(userId: string, event: E, data: OutData<NS[K], E>, namespace: K): void
+  publishToAudience<E extends OutEvent<C>>(audience: Audience<'/'> & { namespace?: '/' }, event: E, data: OutData<C, E>): void
+  publishToAudience<K extends keyof NS & string, E extends OutEvent<NS[K]>>(audience: Audience<K> & { namespace: K }, event: E, data: OutData<NS[K], E>): void
+
+  /** Stop accepting, flush queues, close every connection with `code`/`reason`, terminate stragglers after `timeoutMs`. */
+  shutdown(code?: number, reason?: string, options?: ShutdownOptions): Promise<void>
+}
+
+export function createServer<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}>(
+  options?: ServerOptions<C, NS>,
+): Server<C, NS>
+
+/** Close codes used by the server (RFC 6455 §7.4). */
+export declare const CloseCode: {
+  readonly NORMAL: 1000
+  readonly GOING_AWAY: 1001
+  readonly INVALID_PAYLOAD: 1007
+  readonly POLICY_VIOLATION: 1008
+  readonly MESSAGE_TOO_BIG: 1009
+  readonly INTERNAL_ERROR: 1011
+  readonly TRY_AGAIN_LATER: 1013
+}

@@ -1,0 +1,261 @@
+//! The N-API surface: converts JS values to core types and back, nothing else. Every export
+//! catches panics (`catch_unwind`) so a bug surfaces as a JS exception, never as an abort.
+
+use crate::config::{Config, NamespaceConfig};
+use crate::registry::Audience;
+use crate::server::Server;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+#[napi(object)]
+pub struct NamespaceOptions {
+    pub name: String,
+    pub path: String,
+    /// Event names of the contract (`in`); absent = any event.
+    pub events: Option<Vec<String>>,
+    pub raw: Option<bool>,
+}
+
+/// Options as the JS layer passes them; absent fields take `Config::default()`.
+#[napi(object)]
+pub struct ServerOptions {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub namespaces: Vec<NamespaceOptions>,
+    pub max_payload: Option<f64>,
+    pub heartbeat_interval_ms: Option<f64>,
+    pub max_queued_messages: Option<f64>,
+    pub max_buffered_bytes: Option<f64>,
+    pub max_connections: Option<f64>,
+    pub max_inflight_messages: Option<f64>,
+    pub max_pending_bytes: Option<f64>,
+    pub close_timeout_ms: Option<f64>,
+    pub handshake_timeout_ms: Option<f64>,
+    pub reply_on_invalid: Option<bool>,
+    pub worker_threads: Option<u32>,
+    pub panic_on_event: Option<String>,
+}
+
+fn count(v: Option<f64>, default: usize) -> usize {
+    v.map_or(default, |x| x.max(0.0) as usize)
+}
+
+fn millis(v: Option<f64>, default: Duration) -> Duration {
+    v.map_or(default, |ms| Duration::from_millis(ms.max(0.0) as u64))
+}
+
+fn to_config(o: ServerOptions) -> Config {
+    let d = Config::default();
+    Config {
+        host: o.host.unwrap_or(d.host),
+        port: o.port.map_or(d.port, |p| p as u16),
+        namespaces: o
+            .namespaces
+            .into_iter()
+            .map(|ns| NamespaceConfig {
+                name: ns.name,
+                path: ns.path,
+                events: ns.events.map(|e| e.into_iter().collect()),
+                raw: ns.raw.unwrap_or(false),
+            })
+            .collect(),
+        max_payload: count(o.max_payload, d.max_payload),
+        heartbeat_interval: match o.heartbeat_interval_ms {
+            Some(ms) if ms <= 0.0 => None,
+            Some(ms) => Some(Duration::from_millis(ms as u64)),
+            None => d.heartbeat_interval,
+        },
+        max_queued_messages: count(o.max_queued_messages, d.max_queued_messages),
+        max_buffered_bytes: count(o.max_buffered_bytes, d.max_buffered_bytes),
+        max_connections: count(o.max_connections, d.max_connections),
+        max_inflight_messages: count(o.max_inflight_messages, d.max_inflight_messages as usize) as u32,
+        max_pending_bytes: count(o.max_pending_bytes, d.max_pending_bytes),
+        close_timeout: millis(o.close_timeout_ms, d.close_timeout),
+        handshake_timeout: millis(o.handshake_timeout_ms, d.handshake_timeout),
+        reply_on_invalid: o.reply_on_invalid.unwrap_or(d.reply_on_invalid),
+        worker_threads: o.worker_threads.map_or(d.worker_threads, |n| n as usize),
+        panic_on_event: o.panic_on_event,
+    }
+}
+
+fn ids(values: &[f64]) -> Vec<u64> {
+    values.iter().map(|&v| v as u64).collect()
+}
+
+/// Threadsafe function that delivers one batch (JSON text) to JS. Weak: it never keeps the
+/// process alive by itself; the JS layer holds a handle while the server listens.
+type BatchCallback = ThreadsafeFunction<(), (), String, Status, false, true>;
+
+#[napi]
+pub struct NativeServer {
+    server: Arc<Server>,
+    /// Raw-mode payloads of the batch last handed to JS, fetched with `takeBlobs()`.
+    blobs: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+#[napi]
+impl NativeServer {
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options: ServerOptions, on_batch: Function<'_, String, ()>) -> Result<Self> {
+        let slot: Arc<OnceLock<BatchCallback>> = Arc::new(OnceLock::new());
+        let wake_slot = slot.clone();
+        let wake = Box::new(move || {
+            if let Some(callback) = wake_slot.get() {
+                callback.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        let server = Arc::new(
+            Server::new(to_config(options), wake).map_err(|e| Error::new(Status::InvalidArg, e))?,
+        );
+        let blobs = Arc::new(Mutex::new(Vec::new()));
+        // Weak: the callback must not keep the server (and its runtime) alive after JS drops it.
+        let source: Weak<Server> = Arc::downgrade(&server);
+        let blob_slot = blobs.clone();
+        let callback = on_batch
+            .build_threadsafe_function::<()>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build_callback(move |_ctx| {
+                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    source.upgrade().map(|s| s.take_batch())
+                }));
+                match batch {
+                    Ok(Some(taken)) => {
+                        if !taken.blobs.is_empty() {
+                            blob_slot.lock().extend(taken.blobs);
+                        }
+                        Ok(taken.json)
+                    }
+                    _ => Ok(String::new()),
+                }
+            })?;
+        let _ = slot.set(callback);
+        Ok(Self { server, blobs })
+    }
+
+    /// Binds and starts accepting; returns the port.
+    #[napi(catch_unwind)]
+    pub fn listen(&self) -> Result<u32> {
+        self.server.listen().map(u32::from).map_err(|e| Error::from_reason(format!("listen failed: {e}")))
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn connection_count(&self) -> u32 {
+        self.server.connection_count() as u32
+    }
+
+    /// Everything queued for JS right now (used to flush synchronously at shutdown).
+    #[napi(catch_unwind)]
+    pub fn drain(&self) -> String {
+        let taken = self.server.take_batch();
+        if !taken.blobs.is_empty() {
+            self.blobs.lock().extend(taken.blobs);
+        }
+        taken.json
+    }
+
+    #[napi(catch_unwind)]
+    pub fn take_blobs(&self) -> Vec<Buffer> {
+        std::mem::take(&mut *self.blobs.lock()).into_iter().map(Buffer::from).collect()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn send(&self, id: f64, payload: String) -> bool {
+        self.server.send_to(id as u64, payload.as_bytes(), false)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn send_binary(&self, id: f64, payload: Buffer) -> bool {
+        self.server.send_to(id as u64, &payload, true)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn broadcast(&self, namespace: u32, payload: String) -> u32 {
+        let audience = Audience { namespace: namespace as usize, everyone: true, ..Default::default() };
+        self.server.publish(&audience, payload.as_bytes()) as u32
+    }
+
+    #[napi(catch_unwind)]
+    pub fn publish_to_room(&self, namespace: u32, room: String, payload: String) -> u32 {
+        let rooms = [room];
+        let audience = Audience { namespace: namespace as usize, rooms: &rooms, ..Default::default() };
+        self.server.publish(&audience, payload.as_bytes()) as u32
+    }
+
+    #[napi(catch_unwind)]
+    pub fn publish_to_user(&self, namespace: u32, user: String, payload: String) -> u32 {
+        let users = [user];
+        let audience = Audience { namespace: namespace as usize, users: &users, ..Default::default() };
+        self.server.publish(&audience, payload.as_bytes()) as u32
+    }
+
+    #[napi(catch_unwind)]
+    pub fn publish_to_audience(
+        &self,
+        namespace: u32,
+        rooms: Vec<String>,
+        users: Vec<String>,
+        connections: Vec<f64>,
+        except: Vec<f64>,
+        payload: String,
+    ) -> u32 {
+        let connections = ids(&connections);
+        let except = ids(&except);
+        let audience = Audience {
+            namespace: namespace as usize,
+            everyone: false,
+            rooms: &rooms,
+            users: &users,
+            connections: &connections,
+            except: &except,
+        };
+        self.server.publish(&audience, payload.as_bytes()) as u32
+    }
+
+    #[napi(catch_unwind)]
+    pub fn join(&self, id: f64, room: String) -> bool {
+        self.server.join(id as u64, &room)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn leave(&self, id: f64, room: String) -> bool {
+        self.server.leave(id as u64, &room)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn set_user(&self, id: f64, user: Option<String>) -> bool {
+        self.server.set_user(id as u64, user.as_deref())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn close(&self, id: f64, code: u32, reason: String) {
+        self.server.close(id as u64, code as u16, &reason)
+    }
+
+    /// Last ping round-trip in milliseconds, if the connection exists.
+    #[napi(catch_unwind)]
+    pub fn rtt(&self, id: f64) -> Option<f64> {
+        self.server.rtt_us(id as u64).map(|us| us as f64 / 1000.0)
+    }
+
+    /// Flat `[id, count, id, count, …]` pairs of handled messages.
+    #[napi(catch_unwind)]
+    pub fn ack(&self, pairs: Float64Array) {
+        self.server.ack(pairs.chunks_exact(2).map(|p| (p[0] as u64, p[1] as u32)));
+    }
+
+    #[napi(catch_unwind)]
+    pub fn shutdown(&self, code: u32, reason: String, timeout_ms: f64) {
+        self.server.shutdown(code as u16, &reason, Duration::from_millis(timeout_ms.max(0.0) as u64))
+    }
+}
+
+/// Test hook: proves a panic inside an export becomes a JS exception.
+#[napi(catch_unwind)]
+pub fn test_panic() {
+    panic!("ferrosocket test panic");
+}

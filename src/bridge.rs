@@ -1,0 +1,186 @@
+//! Rust → JS delivery. Events from every connection are appended to ONE batch: a JSON array text
+//! that JS turns into values with a single `JSON.parse`, plus a side list of byte blobs for raw
+//! messages. The JS thread is woken once per batch (when the batch goes from empty to non-empty),
+//! so under load one N-API call carries thousands of messages instead of one call per message.
+//!
+//! Entry shapes (first element is the kind):
+//! - `[0, id, namespaceIndex, "remoteAddress"]`    connection opened
+//! - `[1, id, "event", data, meta|null, reqId|null]`  envelope message (`data` verbatim JSON)
+//! - `[2, id, code, "reason"]`                     connection closed (always after its messages)
+//! - `[3]`                                         shutdown finished
+//! - `[4, id, isBinary, blobIndex]`                raw-mode message, bytes in the blob list
+
+use crate::envelope::Envelope;
+use parking_lot::Mutex;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const KIND_OPEN: u8 = 0;
+pub const KIND_MESSAGE: u8 = 1;
+pub const KIND_CLOSE: u8 = 2;
+pub const KIND_SHUTDOWN: u8 = 3;
+pub const KIND_RAW: u8 = 4;
+
+#[derive(Default)]
+struct Batch {
+    /// `[` + comma-separated entries; closed with `]` when taken.
+    json: String,
+    blobs: Vec<Vec<u8>>,
+}
+
+/// What JS receives per wake-up.
+pub struct TakenBatch {
+    pub json: String,
+    pub blobs: Vec<Vec<u8>>,
+}
+
+pub struct Bridge {
+    batch: Mutex<Batch>,
+    /// Bytes currently waiting in the batch; readers pause above `max_pending_bytes`.
+    pending_bytes: AtomicUsize,
+    max_pending_bytes: usize,
+    /// Wakes the JS thread (a non-blocking threadsafe-function call in the addon).
+    wake_js: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Bridge {
+    pub fn new(max_pending_bytes: usize, wake_js: Box<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            batch: Mutex::new(Batch::default()),
+            pending_bytes: AtomicUsize::new(0),
+            max_pending_bytes,
+            wake_js,
+        }
+    }
+
+    /// True when JS is too far behind and readers should stop reading until it drains.
+    pub fn is_congested(&self) -> bool {
+        self.pending_bytes.load(Ordering::Relaxed) >= self.max_pending_bytes
+    }
+
+    /// Appends one entry written by `write` (which must produce a JSON array literal).
+    fn push(&self, write: impl FnOnce(&mut Batch)) {
+        let was_empty;
+        {
+            let mut batch = self.batch.lock();
+            was_empty = batch.json.is_empty();
+            batch.json.push(if was_empty { '[' } else { ',' });
+            write(&mut batch);
+            self.pending_bytes.store(batch.json.len(), Ordering::Relaxed);
+        }
+        if was_empty {
+            (self.wake_js)();
+        }
+    }
+
+    pub fn push_open(&self, id: u64, namespace: usize, remote_address: &str) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_OPEN},{id},{namespace},");
+            push_json_str(&mut b.json, remote_address);
+            b.json.push(']');
+        });
+    }
+
+    pub fn push_message(&self, id: u64, envelope: &Envelope<'_>) {
+        self.push(|b| {
+            let j = &mut b.json;
+            let _ = write!(j, "[{KIND_MESSAGE},{id},{},", envelope.event_json);
+            j.push_str(envelope.data.map_or("null", |d| d.get()));
+            j.push(',');
+            j.push_str(envelope.meta.map_or("null", |d| d.get()));
+            j.push(',');
+            j.push_str(envelope.id.map_or("null", |d| d.get()));
+            j.push(']');
+        });
+    }
+
+    pub fn push_raw(&self, id: u64, binary: bool, payload: Vec<u8>) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_RAW},{id},{},{}]", u8::from(binary), b.blobs.len());
+            b.blobs.push(payload);
+        });
+    }
+
+    pub fn push_close(&self, id: u64, code: u16, reason: &str) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_CLOSE},{id},{code},");
+            push_json_str(&mut b.json, reason);
+            b.json.push(']');
+        });
+    }
+
+    pub fn push_shutdown_complete(&self) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_SHUTDOWN}]");
+        });
+    }
+
+    /// Takes everything queued so far (empty `json` when nothing is).
+    pub fn take(&self) -> TakenBatch {
+        let mut batch = std::mem::take(&mut *self.batch.lock());
+        self.pending_bytes.store(0, Ordering::Relaxed);
+        if !batch.json.is_empty() {
+            batch.json.push(']');
+        }
+        TakenBatch { json: batch.json, blobs: batch.blobs }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json's escaping is correct for every code point; the String write cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn bridge() -> (Bridge, Arc<AtomicUsize>) {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        (Bridge::new(100, Box::new(move || { w.fetch_add(1, Ordering::SeqCst); })), wakes)
+    }
+
+    #[test]
+    fn one_wake_per_batch_and_valid_json() {
+        let (b, wakes) = bridge();
+        b.push_open(1, 0, "127.0.0.1");
+        let env = crate::envelope::parse(r#"{"event":"e","data":{"x":"\u00e9"},"id":"r1"}"#).unwrap();
+        b.push_message(1, &env);
+        b.push_close(1, 1000, "bye \"now\"");
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        let taken = b.take();
+        let v: serde_json::Value = serde_json::from_str(&taken.json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([[0, 1, 0, "127.0.0.1"], [1, 1, "e", {"x": "é"}, null, "r1"], [2, 1, 1000, "bye \"now\""]])
+        );
+        assert!(b.take().json.is_empty());
+        b.push_shutdown_complete();
+        assert_eq!(wakes.load(Ordering::SeqCst), 2, "a new batch wakes JS again");
+    }
+
+    #[test]
+    fn raw_payloads_travel_as_blobs() {
+        let (b, _) = bridge();
+        b.push_raw(3, true, vec![0, 255]);
+        b.push_raw(3, false, b"hi".to_vec());
+        let t = b.take();
+        assert_eq!(t.json, "[[4,3,1,0],[4,3,0,1]]");
+        assert_eq!(t.blobs, vec![vec![0, 255], b"hi".to_vec()]);
+    }
+
+    #[test]
+    fn congestion_tracks_pending_bytes() {
+        let (b, _) = bridge();
+        assert!(!b.is_congested());
+        for _ in 0..10 {
+            b.push_close(1, 1000, "0123456789");
+        }
+        assert!(b.is_congested());
+        b.take();
+        assert!(!b.is_congested());
+    }
+}

@@ -1,0 +1,129 @@
+//! Server options after validation. Built once by the N-API adapter from the JS options object;
+//! everything downstream reads plain Rust values.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// One mounted namespace.
+#[derive(Debug, Clone)]
+pub struct NamespaceConfig {
+    /// `'/'` for the default namespace, otherwise the name given in `namespaces`.
+    pub name: String,
+    /// Upgrade path, e.g. `/ws` or `/ws/game`.
+    pub path: String,
+    /// Event names the contract accepts; `None` accepts any event (no contract).
+    pub events: Option<HashSet<String>>,
+    /// Raw mode: messages go to JS as they are (no envelope), e.g. for an echo server.
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub namespaces: Vec<NamespaceConfig>,
+    pub max_payload: usize,
+    /// `None` disables heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+    pub max_queued_messages: usize,
+    pub max_buffered_bytes: usize,
+    /// `0` = unlimited.
+    pub max_connections: usize,
+    pub max_inflight_messages: u32,
+    pub max_pending_bytes: usize,
+    pub close_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// Answer invalid input with an `error` event instead of closing.
+    pub reply_on_invalid: bool,
+    pub worker_threads: usize,
+    /// Test hook: a connection task panics when it receives this event.
+    pub panic_on_event: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 0,
+            namespaces: vec![NamespaceConfig {
+                name: "/".into(),
+                path: "/ws".into(),
+                events: None,
+                raw: false,
+            }],
+            max_payload: 64 * 1024,
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            max_queued_messages: 1000,
+            max_buffered_bytes: 1 << 20,
+            max_connections: 0,
+            max_inflight_messages: 100,
+            max_pending_bytes: 64 << 20,
+            close_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            reply_on_invalid: false,
+            worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            panic_on_event: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the options that would otherwise fail later and far from their cause.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.namespaces.is_empty() {
+            return Err("at least one namespace is required".into());
+        }
+        let mut paths = HashSet::new();
+        for ns in &self.namespaces {
+            if !ns.path.starts_with('/') {
+                return Err(format!("namespace path must start with '/': {:?}", ns.path));
+            }
+            if !paths.insert(ns.path.as_str()) {
+                return Err(format!("two namespaces share the path {:?}", ns.path));
+            }
+        }
+        if self.max_payload == 0 {
+            return Err("maxPayload must be positive".into());
+        }
+        if self.max_queued_messages == 0 || self.max_buffered_bytes == 0 {
+            return Err("backpressure limits must be positive".into());
+        }
+        if self.max_inflight_messages == 0 {
+            return Err("maxInflightMessages must be positive".into());
+        }
+        if self.worker_threads == 0 {
+            return Err("workerThreads must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Namespace index for an upgrade path.
+    pub fn route(&self, path: &str) -> Option<usize> {
+        self.namespaces.iter().position(|ns| ns.path == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::default();
+        assert_eq!(c.max_payload, 65536);
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_secs(30)));
+        assert_eq!((c.max_queued_messages, c.max_buffered_bytes), (1000, 1 << 20));
+        assert_eq!(c.max_inflight_messages, 100);
+        assert_eq!(c.close_timeout, Duration::from_secs(5));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.route("/ws"), Some(0));
+        assert_eq!(c.route("/nope"), None);
+    }
+
+    #[test]
+    fn rejects_duplicate_paths() {
+        let mut c = Config::default();
+        c.namespaces.push(c.namespaces[0].clone());
+        assert!(c.validate().unwrap_err().contains("share the path"));
+    }
+}

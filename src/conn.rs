@@ -1,0 +1,280 @@
+//! State of one open WebSocket shared between its own task and every thread that publishes to it.
+//!
+//! Writing: a publisher that finds the queue empty writes the frame straight to the socket with a
+//! non-blocking `try_write` (no task wake-up, no channel hop); only what the kernel does not take
+//! is queued, and the connection's task drains the queue with vectored writes when the socket
+//! becomes writable. One mutex orders direct writes, queued frames and control frames, so pongs,
+//! fan-out frames and the close frame leave in the order they were produced.
+
+use crate::outbound::{Push, WriteQueue, MAX_IOV};
+use crate::protocol::{close, frame};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+const PING_FRAME: &[u8] = &[0x80 | frame::OP_PING, 0];
+
+/// How the connection ended, as reported to `onClose`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReport {
+    pub code: u16,
+    pub reason: String,
+}
+
+struct Outgoing {
+    queue: WriteQueue,
+    /// Set once a close frame is queued: no further frames may follow it.
+    close_queued: bool,
+    /// First close cause seen (ours or the peer's); what JS is told.
+    report: Option<CloseReport>,
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub namespace: usize,
+    stream: TcpStream,
+    out: Mutex<Outgoing>,
+    /// Wakes the connection's task: frames queued, close requested, flow control lifted.
+    pub(crate) wake: Notify,
+    /// Messages handed to JS and not yet acknowledged (inbound flow control).
+    inflight: AtomicU32,
+    max_inflight: u32,
+    /// A frame arrived since the last heartbeat tick.
+    alive: AtomicBool,
+    /// The task stopped reading because JS is behind; heartbeats must not blame the peer.
+    reading_paused: AtomicBool,
+    terminate: AtomicBool,
+    ping_sent_at_us: AtomicU64,
+    rtt_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl Conn {
+    pub fn new(
+        id: u64,
+        namespace: usize,
+        stream: TcpStream,
+        max_queued_messages: usize,
+        max_buffered_bytes: usize,
+        max_inflight: u32,
+    ) -> Self {
+        Self {
+            id,
+            namespace,
+            stream,
+            out: Mutex::new(Outgoing {
+                queue: WriteQueue::new(max_queued_messages, max_buffered_bytes),
+                close_queued: false,
+                report: None,
+            }),
+            wake: Notify::new(),
+            inflight: AtomicU32::new(0),
+            max_inflight,
+            alive: AtomicBool::new(true),
+            reading_paused: AtomicBool::new(false),
+            terminate: AtomicBool::new(false),
+            ping_sent_at_us: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sends an application frame. Returns false when the connection is closing (silent no-op)
+    /// or the frame overflowed the queue (the connection is then closed 1013).
+    pub fn send(&self, frame: &Bytes) -> bool {
+        let mut out = self.out.lock();
+        if out.close_queued {
+            return false;
+        }
+        if out.queue.is_empty() {
+            return self.write_or_queue(out, frame);
+        }
+        match out.queue.push_data(frame.clone()) {
+            Push::Queued => true,
+            Push::Overflow => {
+                out.queue.discard_unsent();
+                Self::queue_close(&mut out, close::TRY_AGAIN_LATER, "WebSocket backpressure overflow");
+                drop(out);
+                self.wake.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Sends a control frame (ping/pong) unless a close frame is already queued.
+    pub fn send_control(&self, frame: &[u8]) {
+        let out = self.out.lock();
+        if out.close_queued {
+            return;
+        }
+        if out.queue.is_empty() {
+            self.write_or_queue(out, &Bytes::copy_from_slice(frame));
+        } else {
+            let mut out = out;
+            out.queue.push_unbounded(Bytes::copy_from_slice(frame));
+        }
+    }
+
+    /// Writes `frame` directly; queues whatever the kernel did not take and wakes the task.
+    fn write_or_queue(&self, mut out: parking_lot::MutexGuard<'_, Outgoing>, frame: &Bytes) -> bool {
+        match self.stream.try_write(frame) {
+            Ok(n) if n == frame.len() => return true,
+            Ok(n) => out.queue.push_started(frame.slice(n..)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => out.queue.push_unbounded(frame.clone()),
+            Err(_) => {
+                drop(out);
+                self.terminate();
+                return false;
+            }
+        }
+        drop(out);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Starts the closing handshake: queues a close frame after everything already queued.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut out = self.out.lock();
+        if out.close_queued {
+            return;
+        }
+        Self::queue_close(&mut out, code, reason);
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Answers the peer's close frame (echoing its code) and records it as the close cause.
+    pub(crate) fn reply_to_close(&self, code: u16, reason: &str) {
+        let mut out = self.out.lock();
+        if out.report.is_none() {
+            out.report = Some(CloseReport { code, reason: reason.to_owned() });
+        }
+        if !out.close_queued {
+            out.close_queued = true;
+            let frame = if code == close::NO_STATUS {
+                Bytes::from_static(&[0x80 | frame::OP_CLOSE, 0])
+            } else {
+                frame::encode_close(code, "")
+            };
+            out.queue.push_unbounded(frame);
+        }
+    }
+
+    fn queue_close(out: &mut Outgoing, code: u16, reason: &str) {
+        out.close_queued = true;
+        let reason = close::truncate_reason(reason);
+        if out.report.is_none() {
+            out.report = Some(CloseReport { code, reason: reason.to_owned() });
+        }
+        out.queue.push_unbounded(frame::encode_close(code, reason));
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.out.lock().close_queued
+    }
+
+    pub(crate) fn report(&self) -> Option<CloseReport> {
+        self.out.lock().report.clone()
+    }
+
+    pub(crate) fn set_report_if_none(&self, code: u16, reason: &str) {
+        let mut out = self.out.lock();
+        if out.report.is_none() {
+            out.report = Some(CloseReport { code, reason: reason.to_owned() });
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
+    pub(crate) fn flush(&self) -> io::Result<bool> {
+        let mut out = self.out.lock();
+        while !out.queue.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.queue.io_slices(&mut iov);
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => out.queue.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.out.lock().queue.is_empty()
+    }
+
+    /// Stops everything now: the task exits at its next step without waiting for the peer.
+    pub fn terminate(&self) {
+        self.terminate.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminate.load(Ordering::Acquire)
+    }
+
+    // ---- inbound flow control ----
+
+    pub(crate) fn message_delivered(&self) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// JS finished `n` messages; resumes reading if that brings us back under the limit.
+    pub fn ack(&self, n: u32) {
+        let before = self
+            .inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
+            .unwrap_or(0);
+        if before >= self.max_inflight && before.saturating_sub(n) < self.max_inflight {
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn inflight_full(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) >= self.max_inflight
+    }
+
+    pub(crate) fn set_reading_paused(&self, paused: bool) {
+        self.reading_paused.store(paused, Ordering::Relaxed);
+    }
+
+    // ---- liveness ----
+
+    pub(crate) fn saw_frame(&self) {
+        self.alive.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn saw_pong(&self) {
+        let sent = self.ping_sent_at_us.load(Ordering::Relaxed);
+        if sent != 0 {
+            let now = self.epoch.elapsed().as_micros() as u64;
+            self.rtt_us.store(now.saturating_sub(sent), Ordering::Relaxed);
+        }
+    }
+
+    /// Last ping round-trip in microseconds (0 until the first pong).
+    pub fn rtt_us(&self) -> u64 {
+        self.rtt_us.load(Ordering::Relaxed)
+    }
+
+    /// One heartbeat tick: false when the peer sent nothing (not even a pong) since the last
+    /// tick; otherwise sends the next ping. A connection we stopped reading is never blamed.
+    pub fn heartbeat(&self) -> bool {
+        let alive = self.alive.swap(false, Ordering::Relaxed);
+        if !alive && !self.reading_paused.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.ping_sent_at_us.store(self.epoch.elapsed().as_micros() as u64 | 1, Ordering::Relaxed);
+        self.send_control(PING_FRAME);
+        true
+    }
+}

@@ -1,0 +1,8 @@
+//! RFC 6455 pieces that know nothing about sockets or the runtime: frame codec, message
+//! reassembly, close-frame rules and the HTTP upgrade. Pure functions over byte slices, so every
+//! rule is unit-tested without a network.
+
+pub mod close;
+pub mod frame;
+pub mod handshake;
+pub mod reader;

@@ -1,0 +1,311 @@
+//! Turns the byte stream of one connection into whole messages and control frames.
+//!
+//! Bytes are parsed in place from whatever buffer the caller read into (a per-thread scratch
+//! buffer in the server), so an idle connection owns no read buffer at all: only the tail of a
+//! frame that has not fully arrived yet is copied into `partial`, and only a fragmented message
+//! in progress lives in `fragments`.
+
+use super::close::parse_close_payload;
+use super::frame::{
+    apply_mask, parse_header, FrameError, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
+    OP_PING, OP_PONG, OP_TEXT,
+};
+
+/// One thing the peer said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A complete text message (checked UTF-8).
+    Text(&'a str),
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong(&'a [u8]),
+    /// The peer's close frame (`1005` when it carried no code).
+    Close(u16, &'a str),
+}
+
+/// Whether the caller wants more frames from the current input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+#[derive(Debug, Default)]
+pub struct MessageReader {
+    /// Start of a frame whose bytes have not all arrived yet.
+    partial: Vec<u8>,
+    /// Payload of a fragmented message so far.
+    fragments: Vec<u8>,
+    /// Opcode of the fragmented message in progress, `OP_CONTINUATION` when none.
+    fragment_opcode: u8,
+    /// For fragmented text: prefix of `fragments` known to be valid UTF-8 (fail fast).
+    utf8_checked: usize,
+    max_payload: usize,
+}
+
+impl MessageReader {
+    pub fn new(max_payload: usize) -> Self {
+        Self { max_payload, ..Self::default() }
+    }
+
+    /// True when no partial frame or message is held (the connection owns no read memory).
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_empty() && self.fragments.is_empty()
+    }
+
+    /// Feeds freshly read bytes (unmasked in place) and hands every complete message or control
+    /// frame to `sink` in order. Stops early when `sink` returns [`Flow::Stop`] or after a close
+    /// frame; an error means the stream can no longer be trusted and must be failed.
+    pub fn feed(
+        &mut self,
+        input: &mut [u8],
+        sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
+    ) -> Result<Flow, FrameError> {
+        if self.partial.is_empty() {
+            let (used, flow) = self.process(input, sink)?;
+            if flow == Flow::Continue && used < input.len() {
+                self.partial.extend_from_slice(&input[used..]);
+            }
+            return Ok(flow);
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(input);
+        let (used, flow) = self.process(&mut buf, sink)?;
+        if flow == Flow::Continue && used < buf.len() {
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        Ok(flow)
+    }
+
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
+    ) -> Result<(usize, Flow), FrameError> {
+        let mut pos = 0;
+        while let Some(header) = parse_header(&buf[pos..], self.max_payload)? {
+            if header.frame_len() > buf.len() - pos {
+                if !header.is_control()
+                    && self.fragments.len() + header.payload_len > self.max_payload
+                {
+                    return Err(FrameError::TooLarge);
+                }
+                break;
+            }
+            let payload = &mut buf[pos + header.header_len..pos + header.frame_len()];
+            apply_mask(payload, header.mask, 0);
+            pos += header.frame_len();
+            if self.on_frame(header, payload, sink)? == Flow::Stop {
+                return Ok((pos, Flow::Stop));
+            }
+        }
+        Ok((pos, Flow::Continue))
+    }
+
+    fn on_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: &[u8],
+        sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
+    ) -> Result<Flow, FrameError> {
+        match header.opcode {
+            OP_TEXT | OP_BINARY => {
+                if self.fragment_opcode != OP_CONTINUATION {
+                    return Err(FrameError::Protocol("new message inside a fragmented one"));
+                }
+                if header.fin {
+                    return Ok(deliver(header.opcode, payload, sink)?);
+                }
+                self.fragment_opcode = header.opcode;
+                self.append_fragment(payload)?;
+                Ok(Flow::Continue)
+            }
+            OP_CONTINUATION => {
+                if self.fragment_opcode == OP_CONTINUATION {
+                    return Err(FrameError::Protocol("continuation without a message"));
+                }
+                self.append_fragment(payload)?;
+                if !header.fin {
+                    return Ok(Flow::Continue);
+                }
+                let opcode = std::mem::replace(&mut self.fragment_opcode, OP_CONTINUATION);
+                let message = std::mem::take(&mut self.fragments);
+                self.utf8_checked = 0;
+                deliver(opcode, &message, sink)
+            }
+            OP_PING => Ok(sink(Incoming::Ping(payload))),
+            OP_PONG => Ok(sink(Incoming::Pong(payload))),
+            OP_CLOSE => {
+                let (code, reason) = parse_close_payload(payload)?;
+                sink(Incoming::Close(code, reason));
+                Ok(Flow::Stop)
+            }
+            _ => Err(FrameError::Protocol("reserved opcode")),
+        }
+    }
+
+    fn append_fragment(&mut self, payload: &[u8]) -> Result<(), FrameError> {
+        if self.fragments.len() + payload.len() > self.max_payload {
+            return Err(FrameError::TooLarge);
+        }
+        self.fragments.extend_from_slice(payload);
+        if self.fragment_opcode == OP_TEXT {
+            // Fail fast: reject as soon as the bytes so far cannot start valid UTF-8.
+            match simdutf8::compat::from_utf8(&self.fragments[self.utf8_checked..]) {
+                Ok(_) => self.utf8_checked = self.fragments.len(),
+                Err(e) if e.error_len().is_none() => self.utf8_checked += e.valid_up_to(),
+                Err(_) => return Err(FrameError::InvalidUtf8),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver(
+    opcode: u8,
+    payload: &[u8],
+    sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
+) -> Result<Flow, FrameError> {
+    if opcode == OP_TEXT {
+        let text = simdutf8::basic::from_utf8(payload).map_err(|_| FrameError::InvalidUtf8)?;
+        Ok(sink(Incoming::Text(text)))
+    } else {
+        Ok(sink(Incoming::Binary(payload)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut v = vec![b0];
+        if payload.len() < 126 {
+            v.push(0x80 | payload.len() as u8);
+        } else {
+            v.push(0x80 | 126);
+            v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        v.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        apply_mask(&mut p, mask, 0);
+        v.extend(p);
+        v
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong,
+        Close(u16, String),
+    }
+
+    fn run(reader: &mut MessageReader, bytes: &[u8]) -> (Vec<Got>, Result<Flow, FrameError>) {
+        let mut got = Vec::new();
+        let mut input = bytes.to_vec();
+        let r = reader.feed(&mut input, &mut |m| {
+            got.push(match m {
+                Incoming::Text(t) => Got::Text(t.to_string()),
+                Incoming::Binary(b) => Got::Binary(b.to_vec()),
+                Incoming::Ping(p) => Got::Ping(p.to_vec()),
+                Incoming::Pong(_) => Got::Pong,
+                Incoming::Close(c, r) => Got::Close(c, r.to_string()),
+            });
+            Flow::Continue
+        });
+        (got, r)
+    }
+
+    #[test]
+    fn whole_messages_in_one_read() {
+        let mut r = MessageReader::new(1024);
+        let mut bytes = frame(0x81, b"hello");
+        bytes.extend(frame(0x82, &[1, 2, 3]));
+        let (got, res) = run(&mut r, &bytes);
+        assert_eq!(res, Ok(Flow::Continue));
+        assert_eq!(got, vec![Got::Text("hello".into()), Got::Binary(vec![1, 2, 3])]);
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn byte_by_byte_delivery_reassembles() {
+        let mut r = MessageReader::new(1024);
+        let msg = "x".repeat(300);
+        let bytes = frame(0x81, msg.as_bytes());
+        let mut all = Vec::new();
+        for b in &bytes {
+            let (got, res) = run(&mut r, std::slice::from_ref(b));
+            assert_eq!(res, Ok(Flow::Continue));
+            all.extend(got);
+        }
+        assert_eq!(all, vec![Got::Text(msg)]);
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn fragments_with_interleaved_ping() {
+        let mut r = MessageReader::new(1024);
+        let mut bytes = frame(0x01, b"fra");
+        bytes.extend(frame(0x89, b"p"));
+        bytes.extend(frame(0x00, b"gme"));
+        bytes.extend(frame(0x80, b"nted"));
+        let (got, _) = run(&mut r, &bytes);
+        assert_eq!(got, vec![Got::Ping(b"p".to_vec()), Got::Text("fragmented".into())]);
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn fragmentation_errors() {
+        let mut r = MessageReader::new(1024);
+        assert!(matches!(run(&mut r, &frame(0x80, b"x")).1, Err(FrameError::Protocol(_))));
+        let mut r = MessageReader::new(1024);
+        let mut bytes = frame(0x01, b"a");
+        bytes.extend(frame(0x81, b"b"));
+        assert!(matches!(run(&mut r, &bytes).1, Err(FrameError::Protocol(_))));
+    }
+
+    #[test]
+    fn utf8_fails_fast_across_fragments_but_allows_split_chars() {
+        let euro = "€".as_bytes(); // 3 bytes split across two fragments is fine
+        let mut r = MessageReader::new(1024);
+        let mut bytes = frame(0x01, &euro[..1]);
+        bytes.extend(frame(0x80, &euro[1..]));
+        assert_eq!(run(&mut r, &bytes).0, vec![Got::Text("€".into())]);
+
+        let mut r = MessageReader::new(1024);
+        let (_, res) = run(&mut r, &frame(0x01, &[0xce, 0xba, 0xff]));
+        assert_eq!(res, Err(FrameError::InvalidUtf8), "rejected before the final fragment");
+        let mut r = MessageReader::new(1024);
+        assert_eq!(run(&mut r, &frame(0x81, &[0xc0, 0x80])).1, Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn too_large_single_and_fragmented() {
+        let mut r = MessageReader::new(10);
+        assert_eq!(run(&mut r, &frame(0x81, &[b'a'; 11])).1, Err(FrameError::TooLarge));
+        let mut r = MessageReader::new(10);
+        let mut bytes = frame(0x01, &[b'a'; 6]);
+        bytes.extend(frame(0x80, &[b'a'; 6]));
+        assert_eq!(run(&mut r, &bytes).1, Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn close_stops_processing() {
+        let mut r = MessageReader::new(1024);
+        let mut bytes = frame(0x88, b"\x03\xe8done");
+        bytes.extend(frame(0x81, b"after"));
+        let (got, res) = run(&mut r, &bytes);
+        assert_eq!(res, Ok(Flow::Stop));
+        assert_eq!(got, vec![Got::Close(1000, "done".into())]);
+    }
+
+    #[test]
+    fn pong_is_reported() {
+        let mut r = MessageReader::new(1024);
+        assert_eq!(run(&mut r, &frame(0x8A, b"")).0, vec![Got::Pong]);
+    }
+}

@@ -1,0 +1,314 @@
+//! The fan-out index: which connections exist, which namespace each belongs to, which rooms it
+//! joined and which user it speaks for. It never touches sockets: it is generic over the handle
+//! it stores (`Arc<Conn>` in the server, plain values in tests) and only answers "who is in this
+//! audience", each connection at most once.
+
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+
+/// Recipients of one publish: `(rooms ∪ users ∪ connections) − except`, within one namespace,
+/// or every connection of the namespace when `everyone` is set.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Audience<'a> {
+    pub namespace: usize,
+    pub everyone: bool,
+    pub rooms: &'a [String],
+    pub users: &'a [String],
+    pub connections: &'a [u64],
+    pub except: &'a [u64],
+}
+
+struct Member<H> {
+    namespace: usize,
+    handle: H,
+    rooms: Vec<String>,
+    user: Option<String>,
+}
+
+struct Namespace<H> {
+    members: HashMap<u64, H>,
+    rooms: HashMap<String, HashMap<u64, H>>,
+    users: HashMap<String, HashMap<u64, H>>,
+}
+
+impl<H> Default for Namespace<H> {
+    fn default() -> Self {
+        Self { members: HashMap::new(), rooms: HashMap::new(), users: HashMap::new() }
+    }
+}
+
+struct Inner<H> {
+    members: HashMap<u64, Member<H>>,
+    namespaces: Vec<Namespace<H>>,
+}
+
+pub struct Registry<H> {
+    inner: RwLock<Inner<H>>,
+}
+
+fn add_to<H>(index: &mut HashMap<String, HashMap<u64, H>>, key: &str, id: u64, handle: H) {
+    match index.get_mut(key) {
+        Some(set) => {
+            set.insert(id, handle);
+        }
+        None => {
+            index.insert(key.to_owned(), HashMap::from([(id, handle)]));
+        }
+    }
+}
+
+fn remove_from<H>(index: &mut HashMap<String, HashMap<u64, H>>, key: &str, id: u64) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+impl<H: Clone> Registry<H> {
+    pub fn new(namespaces: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                members: HashMap::new(),
+                namespaces: (0..namespaces).map(|_| Namespace::default()).collect(),
+            }),
+        }
+    }
+
+    pub fn insert(&self, id: u64, namespace: usize, handle: H) {
+        let mut inner = self.inner.write();
+        inner.namespaces[namespace].members.insert(id, handle.clone());
+        inner.members.insert(id, Member { namespace, handle, rooms: Vec::new(), user: None });
+    }
+
+    /// Removes a connection from every index; returns its handle if it was present.
+    pub fn remove(&self, id: u64) -> Option<H> {
+        let mut inner = self.inner.write();
+        let member = inner.members.remove(&id)?;
+        let ns = &mut inner.namespaces[member.namespace];
+        ns.members.remove(&id);
+        for room in &member.rooms {
+            remove_from(&mut ns.rooms, room, id);
+        }
+        if let Some(user) = &member.user {
+            remove_from(&mut ns.users, user, id);
+        }
+        Some(member.handle)
+    }
+
+    pub fn get(&self, id: u64) -> Option<H> {
+        self.inner.read().members.get(&id).map(|m| m.handle.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds the connection to `room`; false if it does not exist or was already a member.
+    pub fn join(&self, id: u64, room: &str) -> bool {
+        let mut inner = self.inner.write();
+        let inner = &mut *inner;
+        let Some(member) = inner.members.get_mut(&id) else { return false };
+        if member.rooms.iter().any(|r| r == room) {
+            return false;
+        }
+        member.rooms.push(room.to_owned());
+        let handle = member.handle.clone();
+        add_to(&mut inner.namespaces[member.namespace].rooms, room, id, handle);
+        true
+    }
+
+    pub fn leave(&self, id: u64, room: &str) -> bool {
+        let mut inner = self.inner.write();
+        let inner = &mut *inner;
+        let Some(member) = inner.members.get_mut(&id) else { return false };
+        let Some(pos) = member.rooms.iter().position(|r| r == room) else { return false };
+        member.rooms.swap_remove(pos);
+        remove_from(&mut inner.namespaces[member.namespace].rooms, room, id);
+        true
+    }
+
+    /// Sets (or with `None` clears) the user a connection speaks for.
+    pub fn set_user(&self, id: u64, user: Option<&str>) -> bool {
+        let mut inner = self.inner.write();
+        let inner = &mut *inner;
+        let Some(member) = inner.members.get_mut(&id) else { return false };
+        let users = &mut inner.namespaces[member.namespace].users;
+        if let Some(old) = member.user.take() {
+            remove_from(users, &old, id);
+        }
+        if let Some(user) = user {
+            add_to(users, user, id, member.handle.clone());
+            member.user = Some(user.to_owned());
+        }
+        true
+    }
+
+    /// Every connection (heartbeats, shutdown). Clones the handles so no lock is held while the
+    /// caller works on them.
+    pub fn all(&self) -> Vec<H> {
+        self.inner.read().members.values().map(|m| m.handle.clone()).collect()
+    }
+
+    /// Calls `f` once for every connection in `audience`; returns how many were visited.
+    /// Runs under the read lock: `f` must be quick and must not call back into the registry.
+    pub fn for_each_in(&self, audience: &Audience<'_>, mut f: impl FnMut(&H)) -> usize {
+        let inner = self.inner.read();
+        let Some(ns) = inner.namespaces.get(audience.namespace) else { return 0 };
+        let excluded = |id: &u64| audience.except.contains(id);
+        let mut count = 0;
+        let mut visit = |id: &u64, h: &H| {
+            if !excluded(id) {
+                f(h);
+                count += 1;
+            }
+        };
+        if audience.everyone {
+            ns.members.iter().for_each(|(id, h)| visit(id, h));
+            return count;
+        }
+        let sources = audience.rooms.len() + audience.users.len() + audience.connections.len();
+        if sources == 1 {
+            // One room or one user: its members are already distinct, no dedup set needed.
+            let set = if let Some(room) = audience.rooms.first() {
+                ns.rooms.get(room)
+            } else if let Some(user) = audience.users.first() {
+                ns.users.get(user)
+            } else {
+                let id = audience.connections[0];
+                if let Some(h) = ns.members.get(&id) {
+                    visit(&id, h);
+                }
+                None
+            };
+            if let Some(set) = set {
+                set.iter().for_each(|(id, h)| visit(id, h));
+            }
+            return count;
+        }
+        let mut seen: HashSet<u64> = HashSet::new();
+        let groups = audience
+            .rooms
+            .iter()
+            .filter_map(|r| ns.rooms.get(r))
+            .chain(audience.users.iter().filter_map(|u| ns.users.get(u)));
+        for set in groups {
+            for (id, h) in set {
+                if seen.insert(*id) {
+                    visit(id, h);
+                }
+            }
+        }
+        for id in audience.connections {
+            if let Some(h) = ns.members.get(id) {
+                if seen.insert(*id) {
+                    visit(id, h);
+                }
+            }
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> Registry<u64> {
+        let r = Registry::new(2);
+        for id in 1..=5 {
+            r.insert(id, 0, id);
+        }
+        r.insert(9, 1, 9);
+        r
+    }
+
+    fn who(r: &Registry<u64>, a: Audience<'_>) -> Vec<u64> {
+        let mut v = Vec::new();
+        let n = r.for_each_in(&a, |h| v.push(*h));
+        assert_eq!(n, v.len());
+        v.sort();
+        v
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn rooms_contain_only_their_members() {
+        let r = reg();
+        assert!(r.join(1, "a"));
+        assert!(r.join(2, "a"));
+        assert!(!r.join(2, "a"), "joining twice is a no-op");
+        assert!(r.join(3, "b"));
+        let rooms = s(&["a"]);
+        assert_eq!(who(&r, Audience { rooms: &rooms, ..Default::default() }), vec![1, 2]);
+        assert!(r.leave(1, "a"));
+        assert!(!r.leave(1, "a"));
+        assert_eq!(who(&r, Audience { rooms: &rooms, ..Default::default() }), vec![2]);
+    }
+
+    #[test]
+    fn users_span_connections_and_can_move() {
+        let r = reg();
+        r.set_user(1, Some("u"));
+        r.set_user(2, Some("u"));
+        let users = s(&["u"]);
+        assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), vec![1, 2]);
+        r.set_user(2, Some("v"));
+        assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), vec![1]);
+        r.set_user(1, None);
+        assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn audience_is_a_deduplicated_union_minus_except() {
+        let r = reg();
+        r.join(1, "a");
+        r.join(2, "a");
+        r.join(2, "b");
+        r.join(3, "b");
+        r.set_user(3, Some("u"));
+        r.set_user(4, Some("u"));
+        let rooms = s(&["a", "b"]);
+        let users = s(&["u"]);
+        let a = Audience { rooms: &rooms, users: &users, connections: &[1, 5], ..Default::default() };
+        assert_eq!(who(&r, a), vec![1, 2, 3, 4, 5]);
+        let a = Audience { rooms: &rooms, users: &users, except: &[2, 4], ..Default::default() };
+        assert_eq!(who(&r, a), vec![1, 3]);
+    }
+
+    #[test]
+    fn namespaces_are_isolated() {
+        let r = reg();
+        r.join(9, "a");
+        r.join(1, "a");
+        let rooms = s(&["a"]);
+        assert_eq!(who(&r, Audience { namespace: 1, rooms: &rooms, ..Default::default() }), vec![9]);
+        assert_eq!(who(&r, Audience { namespace: 0, everyone: true, ..Default::default() }), vec![1, 2, 3, 4, 5]);
+        assert_eq!(who(&r, Audience { namespace: 0, connections: &[9], ..Default::default() }), Vec::<u64>::new());
+        assert_eq!(who(&r, Audience { namespace: 1, everyone: true, except: &[9], ..Default::default() }), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn remove_cleans_every_index() {
+        let r = reg();
+        r.join(1, "a");
+        r.set_user(1, Some("u"));
+        assert_eq!(r.remove(1), Some(1));
+        assert_eq!(r.remove(1), None);
+        assert!(!r.join(1, "a"));
+        let rooms = s(&["a"]);
+        let users = s(&["u"]);
+        assert_eq!(who(&r, Audience { rooms: &rooms, users: &users, ..Default::default() }), Vec::<u64>::new());
+        assert_eq!(r.len(), 5);
+        let inner = r.inner.read();
+        assert!(inner.namespaces[0].rooms.is_empty() && inner.namespaces[0].users.is_empty());
+    }
+}

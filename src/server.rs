@@ -1,0 +1,349 @@
+//! The server: owns the tokio runtime, the listener and the shared state every connection task
+//! sees. Accepts TCP connections, runs the HTTP upgrade, starts one task per WebSocket, runs the
+//! heartbeat sweep, publishes frames to audiences and drives graceful shutdown.
+
+use crate::bridge::{Bridge, TakenBatch};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::connection;
+use crate::protocol::close;
+use crate::protocol::frame;
+use crate::protocol::handshake::{self, Decision, HeadRead};
+use crate::registry::{Audience, Registry};
+use parking_lot::Mutex;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// State shared by the server handle and every connection task.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Registry<Arc<Conn>>,
+    pub bridge: Bridge,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    shutting_down: AtomicBool,
+    all_closed: Notify,
+}
+
+impl Shared {
+    /// Called by a connection's lifecycle guard after it reported its close.
+    pub(crate) fn connection_closed(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    /// Reserves a slot under `maxConnections`; false when full.
+    fn try_open(&self) -> bool {
+        let max = self.config.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Waits until no connection is open, or `deadline` passes; true when all are closed.
+    async fn wait_all_closed(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.all_closed.notified();
+            let mut notified = pin!(notified);
+            notified.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return self.open.load(Ordering::Acquire) == 0,
+            }
+        }
+    }
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+    runtime: Option<Runtime>,
+    stop_accepting: Arc<Notify>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+    port: Mutex<Option<u16>>,
+}
+
+impl Server {
+    /// `wake_js` is called (from any thread) when a new batch of events is ready for JS.
+    pub fn new(config: Config, wake_js: Box<dyn Fn() + Send + Sync>) -> Result<Self, String> {
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .thread_name("ferrosocket-io")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        let shared = Arc::new(Shared {
+            registry: Registry::new(config.namespaces.len()),
+            bridge: Bridge::new(config.max_pending_bytes, wake_js),
+            open: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            all_closed: Notify::new(),
+            config,
+        });
+        Ok(Self {
+            shared,
+            runtime: Some(runtime),
+            stop_accepting: Arc::new(Notify::new()),
+            tasks: Mutex::new(Vec::new()),
+            accept_task: Mutex::new(None),
+            port: Mutex::new(None),
+        })
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime.as_ref().expect("runtime lives as long as the server")
+    }
+
+    /// Binds and starts accepting; returns the bound port.
+    pub fn listen(&self) -> io::Result<u16> {
+        if let Some(port) = *self.port.lock() {
+            return Ok(port);
+        }
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(io::Error::other("the server was shut down"));
+        }
+        let config = &self.shared.config;
+        let addr = (config.host.as_str(), config.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host resolves to no address"))?;
+        let listener = bind(addr)?;
+        let port = listener.local_addr()?.port();
+        let _guard = self.runtime().enter();
+        let listener = TcpListener::from_std(listener)?;
+        let accept = self.runtime().spawn(accept_loop(listener, self.shared.clone(), self.stop_accepting.clone()));
+        *self.accept_task.lock() = Some(accept);
+        if let Some(interval) = config.heartbeat_interval {
+            self.tasks.lock().push(self.runtime().spawn(heartbeat_loop(self.shared.clone(), interval)));
+        }
+        *self.port.lock() = Some(port);
+        Ok(port)
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        *self.port.lock()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Encodes `payload` once as a text frame and queues it for every connection in the audience.
+    pub fn publish(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
+        let frame = frame::encode(frame::OP_TEXT, payload);
+        self.shared.registry.for_each_in(audience, |conn| {
+            conn.send(&frame);
+        })
+    }
+
+    /// Sends a frame to one connection; false when it does not exist or is closing.
+    pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
+        let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
+        self.shared.registry.get(id).is_some_and(|conn| conn.send(&frame::encode(opcode, payload)))
+    }
+
+    pub fn join(&self, id: u64, room: &str) -> bool {
+        self.shared.registry.join(id, room)
+    }
+
+    pub fn leave(&self, id: u64, room: &str) -> bool {
+        self.shared.registry.leave(id, room)
+    }
+
+    pub fn set_user(&self, id: u64, user: Option<&str>) -> bool {
+        self.shared.registry.set_user(id, user)
+    }
+
+    pub fn close(&self, id: u64, code: u16, reason: &str) {
+        if let Some(conn) = self.shared.registry.get(id) {
+            conn.close(code, reason);
+        }
+    }
+
+    /// Last ping round-trip of a connection in microseconds.
+    pub fn rtt_us(&self, id: u64) -> Option<u64> {
+        self.shared.registry.get(id).map(|c| c.rtt_us())
+    }
+
+    /// JS finished handling messages: `(connection id, count)` pairs.
+    pub fn ack(&self, acks: impl Iterator<Item = (u64, u32)>) {
+        for (id, n) in acks {
+            if let Some(conn) = self.shared.registry.get(id) {
+                conn.ack(n);
+            }
+        }
+    }
+
+    pub fn take_batch(&self) -> TakenBatch {
+        self.shared.bridge.take()
+    }
+
+    /// Graceful shutdown: stop accepting and release the port, queue a close frame behind what
+    /// each connection already has queued, wait up to `timeout` for close handshakes, terminate
+    /// the rest, then report completion through the bridge (after every close event).
+    pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) {
+        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop_accepting.notify_one();
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        for conn in self.shared.registry.all() {
+            conn.close(code, reason);
+        }
+        let shared = self.shared.clone();
+        let accept = self.accept_task.lock().take();
+        self.runtime().spawn(async move {
+            if let Some(accept) = accept {
+                let _ = accept.await; // the listener is dropped: the port is free
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            if !shared.wait_all_closed(deadline).await {
+                for conn in shared.registry.all() {
+                    conn.terminate();
+                }
+                let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+                shared.wait_all_closed(grace).await;
+            }
+            shared.bridge.push_shutdown_complete();
+        });
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Never block the JS thread waiting for I/O threads to wind down.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(handshake_then_serve(stream, peer, shared.clone()));
+                }
+                // Out of file descriptors or similar: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            _ = stop.notified() => return,
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        ticks.tick().await;
+        for conn in shared.registry.all() {
+            if !conn.heartbeat() {
+                conn.close(close::GOING_AWAY, "Heartbeat timeout");
+            }
+        }
+    }
+}
+
+/// Reads the request head within the handshake timeout. `Err(Some(status))` asks for an HTTP
+/// error response; `Err(None)` means drop the socket silently (timeout, EOF).
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(handshake::UpgradeRequest, usize), Option<u16>> {
+    loop {
+        if stream.read_buf(buf).await.map_err(|_| None)? == 0 {
+            return Err(None);
+        }
+        match handshake::read_head(buf) {
+            HeadRead::Partial => continue,
+            HeadRead::Complete(req, len) => return Ok((req, len)),
+            HeadRead::Reject(status) => return Err(Some(status)),
+        }
+    }
+}
+
+async fn reject(mut stream: TcpStream, status: u16) {
+    let _ = stream.write_all(&handshake::error_response(status)).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(shared.config.handshake_timeout, read_head(&mut stream, &mut buf)).await;
+    let (request, head_len) = match head {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(Some(status))) => return reject(stream, status).await,
+        Ok(Err(None)) | Err(_) => return, // EOF or too slow (slowloris): just drop
+    };
+    let (namespace, accept_key) = match handshake::decide(&request, |path| shared.config.route(path)) {
+        Decision::Accept { route, accept_key } => (route, accept_key),
+        Decision::Reject(status) => return reject(stream, status).await,
+    };
+    if shared.shutting_down.load(Ordering::Acquire) {
+        return reject(stream, 503).await;
+    }
+    if stream.write_all(&handshake::switching_protocols(&accept_key)).await.is_err() {
+        return;
+    }
+    if !shared.try_open() {
+        return refuse_over_capacity(stream, &shared.config).await;
+    }
+    let config = &shared.config;
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn::new(
+        id,
+        namespace,
+        stream,
+        config.max_queued_messages,
+        config.max_buffered_bytes,
+        config.max_inflight_messages,
+    ));
+    shared.registry.insert(id, namespace, conn.clone());
+    shared.bridge.push_open(id, namespace, &peer.ip().to_canonical().to_string());
+    if shared.shutting_down.load(Ordering::Acquire) {
+        // Shutdown began while we were registering: close like every other connection.
+        conn.close(close::GOING_AWAY, "Server shutting down");
+    }
+    buf.drain(..head_len);
+    connection::serve(conn, shared, buf).await;
+}
+
+/// Over `maxConnections`: complete the upgrade only to say why (1013), never reaching JS.
+async fn refuse_over_capacity(mut stream: TcpStream, config: &Config) {
+    let frame = frame::encode_close(close::TRY_AGAIN_LATER, "concurrency-limit-exceeded");
+    if stream.write_all(&frame).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    // Drain until the peer closes so our close frame is not destroyed by a reset.
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(config.close_timeout, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
