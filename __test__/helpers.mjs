@@ -1,0 +1,610 @@
+// Shared helpers for the ferrosocket test suite.
+//
+// Rules these helpers enforce: no sleeps as synchronisation. Every wait is for an event, bounded by
+// a timeout that rejects with a message saying what was awaited. "Nothing happens" is asserted with
+// a bounded wait that must expire (`expectNoMessage`), always after a positive control.
+
+import WebSocket from 'ws'
+import net from 'node:net'
+import http from 'node:http'
+import crypto from 'node:crypto'
+import { fork, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+import { createServer } from '../index.js'
+
+export const HOST = '127.0.0.1'
+export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures')
+
+// ------------------------------------------------------------------------------------------------
+// Generic waiting
+// ------------------------------------------------------------------------------------------------
+
+/** Reject after `ms` with `label` unless `promise` settles first. */
+export function withTimeout(promise, ms, label) {
+  let timer
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Resolve with the arguments array of the next `event` on `emitter`; reject after `ms`. */
+export function waitFor(emitter, event, ms = 2000) {
+  return new Promise((resolve, reject) => {
+    const onEvent = (...args) => {
+      clearTimeout(timer)
+      resolve(args)
+    }
+    const timer = setTimeout(() => {
+      emitter.off(event, onEvent)
+      reject(new Error(`timed out after ${ms} ms waiting for '${event}'`))
+    }, ms)
+    emitter.once(event, onEvent)
+  })
+}
+
+/** A promise plus its resolve/reject, for handlers that signal the test. */
+export function deferred() {
+  let resolve, reject
+  const promise = new Promise((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { promise, resolve, reject }
+}
+
+/** Resolves once `predicate()` is true, re-checked each time `signal()` is called; rejects after ms. */
+export function condition(predicate, ms, label) {
+  const d = deferred()
+  const check = () => {
+    try {
+      if (predicate()) d.resolve()
+    } catch (e) {
+      d.reject(e)
+    }
+  }
+  check()
+  return { signal: check, done: withTimeout(d.promise, ms, label) }
+}
+
+/** Unbounded async queue: `push` values, `next(ms)` takes them in order (rejects on timeout). */
+export class AsyncQueue {
+  constructor(name = 'queue') {
+    this.name = name
+    this.items = []
+    this.waiters = []
+    this.endedWith = null
+  }
+
+  push(value) {
+    const w = this.waiters.shift()
+    if (!w) {
+      this.items.push(value)
+      return
+    }
+    if (w.kind === 'none') {
+      // Someone asserted nothing would arrive: fail them, keep the value queued.
+      this.items.push(value)
+      w.reject(new Error(`${this.name}: expected nothing, got ${preview(value)}`))
+      return
+    }
+    w.resolve(value)
+  }
+
+  /** No more values will come (e.g. socket closed): pending and future `next` reject immediately. */
+  end(why) {
+    this.endedWith = why
+    for (const w of this.waiters.splice(0)) {
+      if (w.kind === 'none') w.resolve()
+      else w.reject(new Error(`${this.name}: ${why} while waiting for a value`))
+    }
+  }
+
+  next(ms = 2000) {
+    if (this.items.length) return Promise.resolve(this.items.shift())
+    if (this.endedWith) return Promise.reject(new Error(`${this.name}: ${this.endedWith} while waiting for a value`))
+    return new Promise((resolve, reject) => {
+      const w = {
+        kind: 'value',
+        resolve: (v) => {
+          clearTimeout(timer)
+          resolve(v)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1)
+        reject(new Error(`${this.name}: timed out after ${ms} ms waiting for a value`))
+      }, ms)
+      this.waiters.push(w)
+    })
+  }
+
+  /** Resolves after `ms` if nothing arrived; rejects as soon as something does (or already had). */
+  expectNone(ms) {
+    if (this.items.length) {
+      return Promise.reject(new Error(`${this.name}: expected nothing, but ${preview(this.items[0])} was already queued`))
+    }
+    if (this.endedWith) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const w = {
+        kind: 'none',
+        resolve: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1)
+        resolve()
+      }, ms)
+      this.waiters.push(w)
+    })
+  }
+}
+
+function preview(v) {
+  const s = typeof v === 'string' ? v : JSON.stringify(v)
+  return s === undefined ? String(v) : s.length > 200 ? s.slice(0, 200) + '…' : s
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clients (ws)
+// ------------------------------------------------------------------------------------------------
+
+const inboxes = new WeakMap()
+const closes = new WeakMap()
+
+/**
+ * Attach an inbox (parsed JSON frames, in order) and a close tracker to `ws`. Done at creation so
+ * no frame or close event is missed between awaits.
+ */
+export function track(ws, name = 'client') {
+  if (inboxes.has(ws)) return ws
+  const inbox = new AsyncQueue(name)
+  inboxes.set(ws, inbox)
+  ws.on('message', (data, isBinary) => {
+    const text = Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(data).toString('utf8')
+    let msg
+    try {
+      msg = JSON.parse(text)
+    } catch {
+      msg = { __unparsable: text, isBinary }
+    }
+    inbox.push(msg)
+  })
+  const closed = new Promise((resolve) => {
+    ws.on('close', (code, reason) => {
+      const info = { code, reason: reason.toString('utf8') }
+      inbox.end(`socket closed (${info.code} ${JSON.stringify(info.reason)})`)
+      resolve(info)
+    })
+  })
+  closes.set(ws, closed)
+  ws.on('error', () => {}) // surfaced through close/timeouts; never an uncaught exception
+  return ws
+}
+
+/** Open a `ws` client to `url`; resolves once open. Rejects on error, unexpected response, or timeout. */
+export function connect(url, options = {}, { name = 'client', timeoutMs = 3000 } = {}) {
+  const ws = track(new WebSocket(url, options), name)
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error(`${name}: timed out after ${timeoutMs} ms opening ${url}`))
+    }, timeoutMs)
+    ws.once('open', () => {
+      clearTimeout(timer)
+      resolve(ws)
+    })
+    ws.once('unexpected-response', (req, res) => {
+      clearTimeout(timer)
+      reject(Object.assign(new Error(`${name}: unexpected HTTP ${res.statusCode} opening ${url}`), { statusCode: res.statusCode }))
+      req.destroy()
+    })
+    ws.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+export function inboxOf(ws) {
+  return track(ws) && inboxes.get(ws)
+}
+
+/** Next parsed message received by `ws` (in arrival order). */
+export function nextMessage(ws, ms = 2000) {
+  return inboxOf(ws).next(ms)
+}
+
+/** The next `n` messages received by `ws`. */
+export async function collect(ws, n, ms = 5000) {
+  const inbox = inboxOf(ws)
+  const out = []
+  const deadline = Date.now() + ms
+  while (out.length < n) {
+    const left = deadline - Date.now()
+    if (left <= 0) throw new Error(`${inbox.name}: got ${out.length}/${n} messages within ${ms} ms`)
+    try {
+      out.push(await inbox.next(left))
+    } catch (e) {
+      e.message += ` (had ${out.length}/${n})`
+      throw e
+    }
+  }
+  return out
+}
+
+/** Bounded wait that must expire: rejects if `ws` receives any message within `ms`. */
+export function expectNoMessage(ws, ms = 300) {
+  return inboxOf(ws).expectNone(ms)
+}
+
+/** `{ code, reason }` of the close of `ws` (resolves immediately if already closed). */
+export function waitClose(ws, ms = 3000) {
+  track(ws)
+  return withTimeout(closes.get(ws), ms, `close of ${inboxOf(ws).name}`)
+}
+
+/** Rejects if `ws` closes within `ms`. */
+export async function expectStaysOpen(ws, ms) {
+  track(ws)
+  const closed = closes.get(ws)
+  const result = await Promise.race([closed, new Promise((r) => setTimeout(() => r('open'), ms))])
+  if (result !== 'open') throw new Error(`${inboxOf(ws).name} closed unexpectedly: ${result.code} ${JSON.stringify(result.reason)}`)
+}
+
+export function send(ws, event, data) {
+  ws.send(JSON.stringify({ event, data }))
+}
+
+/** Send through the echo handler and expect the same data back next. */
+export async function assertEcho(ws, data = { ping: Math.random() }, ms = 2000) {
+  send(ws, 'echo', data)
+  const msg = await nextMessage(ws, ms)
+  if (JSON.stringify(msg) !== JSON.stringify({ event: 'echo', data })) {
+    throw new Error(`echo mismatch: sent ${JSON.stringify(data)}, got ${JSON.stringify(msg)}`)
+  }
+}
+
+/** Install the standard `echo` handler (untyped servers). */
+export function echo(conn) {
+  conn.onMessage('echo', (data) => conn.publish('echo', data))
+}
+
+/** HTTP status of a WebSocket upgrade attempt that is expected to be refused. */
+export function upgradeStatus(url, ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error(`timed out after ${ms} ms waiting for the upgrade response of ${url}`))
+    }, ms)
+    ws.on('unexpected-response', (req, res) => {
+      clearTimeout(timer)
+      resolve(res.statusCode)
+      req.destroy()
+    })
+    ws.on('open', () => {
+      clearTimeout(timer)
+      ws.terminate()
+      resolve(101)
+    })
+    ws.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+/** Plain HTTP GET; resolves `{ status, headers, body }`. */
+export function httpGet(url, ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') })
+      })
+    })
+    const timer = setTimeout(() => {
+      req.destroy()
+      reject(new Error(`timed out after ${ms} ms on GET ${url}`))
+    }, ms)
+    req.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Servers
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * Start a server on 127.0.0.1:0. `onConnection(conn)` runs synchronously in the server's connection
+ * callback (register handlers there); every connection is also queued per namespace so a test can
+ * pair a client with its server-side `conn`. Returns a harness with `close()` for `t.after`.
+ */
+export async function startServer(options = {}, { onConnection = echo } = {}) {
+  const server = createServer({ host: HOST, port: 0, ...options })
+  const queues = new Map()
+  const queueFor = (ns) => {
+    if (!queues.has(ns)) queues.set(ns, new AsyncQueue(`connections of namespace ${ns}`))
+    return queues.get(ns)
+  }
+  const clients = new Set()
+  server.onConnection((conn) => {
+    onConnection(conn, '/')
+    queueFor('/').push(conn)
+  })
+  for (const ns of Object.keys(options.namespaces ?? {})) {
+    server.onConnection(ns, (conn) => {
+      onConnection(conn, ns)
+      queueFor(ns).push(conn)
+    })
+  }
+  await server.listen()
+  const port = server.port
+  const basePath = options.path ?? '/ws'
+  const h = {
+    server,
+    port,
+    url: (p = basePath) => `ws://${HOST}:${port}${p}`,
+    nsUrl: (ns) => `ws://${HOST}:${port}${basePath}/${ns}`,
+    nextConnection: (ns = '/', ms = 3000) => queueFor(ns).next(ms),
+    expectNoConnection: (ns = '/', ms = 300) => queueFor(ns).expectNone(ms),
+    /** Open a client and await its server-side connection. Returns `[ws, conn]`. */
+    async client({ ns = '/', name, options: wsOptions } = {}) {
+      const url = ns === '/' ? h.url() : h.nsUrl(ns)
+      const ws = await connect(url, wsOptions, { name: name ?? `client ${clients.size + 1}` })
+      clients.add(ws)
+      const conn = await h.nextConnection(ns)
+      return [ws, conn]
+    },
+    adopt(ws) {
+      clients.add(ws)
+      return ws
+    },
+    shutdownDone: false,
+    async close() {
+      for (const ws of clients) ws.terminate()
+      if (!h.shutdownDone) {
+        h.shutdownDone = true
+        await withTimeout(server.shutdown(1001, 'test over', { timeoutMs: 1000 }), 10_000, 'server.shutdown() in cleanup')
+      }
+    },
+  }
+  return h
+}
+
+// ------------------------------------------------------------------------------------------------
+// Raw WebSocket client over net (for peers that misbehave on purpose)
+// ------------------------------------------------------------------------------------------------
+
+/** Encode one masked client frame. */
+export function encodeFrame(opcode, payload, { fin = true, mask = true } = {}) {
+  payload = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
+  const len = payload.length
+  let header
+  if (len < 126) {
+    header = Buffer.alloc(2)
+    header[1] = len
+  } else if (len < 65536) {
+    header = Buffer.alloc(4)
+    header[1] = 126
+    header.writeUInt16BE(len, 2)
+  } else {
+    header = Buffer.alloc(10)
+    header[1] = 127
+    header.writeBigUInt64BE(BigInt(len), 2)
+  }
+  header[0] = (fin ? 0x80 : 0) | opcode
+  if (!mask) return Buffer.concat([header, payload])
+  header[1] |= 0x80
+  const key = crypto.randomBytes(4)
+  const masked = Buffer.alloc(len)
+  for (let i = 0; i < len; i++) masked[i] = payload[i] ^ key[i & 3]
+  return Buffer.concat([header, key, masked])
+}
+
+/**
+ * Handshake by hand over `net`. The returned peer never answers anything on its own (no pong, no
+ * close reply): `frames` is an AsyncQueue of `{ opcode, payload, code?, reason? }` sent by the server,
+ * `ended` resolves when the server ends/destroys the TCP connection.
+ */
+export function rawConnect(port, urlPath = '/ws', ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, HOST)
+    const key = crypto.randomBytes(16).toString('base64')
+    const frames = new AsyncQueue('raw peer')
+    let buf = Buffer.alloc(0)
+    let upgraded = false
+    let endedResolve
+    const ended = new Promise((r) => (endedResolve = r))
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`raw handshake timed out after ${ms} ms`))
+    }, ms)
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      endedResolve(Date.now())
+      frames.end('TCP connection closed')
+      if (!upgraded) {
+        clearTimeout(timer)
+        reject(new Error('raw handshake: connection closed before 101'))
+      }
+    })
+    socket.on('end', () => endedResolve(Date.now()))
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk])
+      if (!upgraded) {
+        const idx = buf.indexOf('\r\n\r\n')
+        if (idx < 0) return
+        const head = buf.subarray(0, idx).toString('latin1')
+        buf = buf.subarray(idx + 4)
+        clearTimeout(timer)
+        if (!/^HTTP\/1\.1 101/.test(head)) {
+          socket.destroy()
+          reject(new Error(`raw handshake refused: ${head.split('\r\n')[0]}`))
+          return
+        }
+        upgraded = true
+        resolve(peer)
+      }
+      for (;;) {
+        if (buf.length < 2) return
+        const opcode = buf[0] & 0x0f
+        let len = buf[1] & 0x7f
+        let off = 2
+        if (len === 126) {
+          if (buf.length < 4) return
+          len = buf.readUInt16BE(2)
+          off = 4
+        } else if (len === 127) {
+          if (buf.length < 10) return
+          len = Number(buf.readBigUInt64BE(2))
+          off = 10
+        }
+        if (buf[1] & 0x80) off += 4 // server frames should not be masked; tolerate for parsing
+        if (buf.length < off + len) return
+        const payload = buf.subarray(off, off + len)
+        buf = buf.subarray(off + len)
+        const frame = { opcode, payload, at: Date.now() }
+        if (opcode === 8 && payload.length >= 2) {
+          frame.code = payload.readUInt16BE(0)
+          frame.reason = payload.subarray(2).toString('utf8')
+        }
+        frames.push(frame)
+      }
+    })
+    const peer = {
+      socket,
+      frames,
+      ended,
+      /** Next frame that is not a ping/pong. */
+      async nextData(ms2 = 2000) {
+        for (;;) {
+          const f = await frames.next(ms2)
+          if (f.opcode !== 9 && f.opcode !== 10) return f
+        }
+      },
+      sendText(text) {
+        socket.write(encodeFrame(1, Buffer.from(text)))
+      },
+      sendFrame(opcode, payload, opts) {
+        socket.write(encodeFrame(opcode, payload, opts))
+      },
+      destroy() {
+        socket.destroy()
+      },
+    }
+    socket.write(
+      `GET ${urlPath} HTTP/1.1\r\nHost: ${HOST}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    )
+  })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Child processes
+// ------------------------------------------------------------------------------------------------
+
+/** Resolves `{ code, signal }` when `child` exits; rejects after `ms`. */
+export function waitExit(child, ms) {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode })
+  }
+  return withTimeout(
+    new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+    ms,
+    `exit of child ${child.pid}`,
+  )
+}
+
+/** Kill a child we started (by its handle) and wait for it to be gone. */
+export async function killChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill('SIGKILL')
+  await waitExit(child, 5000).catch(() => {})
+}
+
+/**
+ * Fork an IPC fixture from `__test__/fixtures`. Returns `{ child, messages, request(cmd, ms) }` where
+ * `messages` is an AsyncQueue of every IPC message and `request` sends `{ cmd, ...args }` and awaits
+ * the reply carrying the same `reqId`.
+ */
+export function forkFixture(name, args = [], { execArgv = [] } = {}) {
+  const child = fork(path.join(FIXTURES, name), args, {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv,
+  })
+  const messages = new AsyncQueue(`fixture ${name}`)
+  const replies = new Map()
+  let nextId = 1
+  child.on('message', (m) => {
+    if (m && m.reqId && replies.has(m.reqId)) {
+      replies.get(m.reqId).resolve(m)
+      replies.delete(m.reqId)
+    } else {
+      messages.push(m)
+    }
+  })
+  child.on('exit', (code, signal) => {
+    messages.end(`fixture exited (code ${code}, signal ${signal})`)
+    for (const d of replies.values()) d.reject(new Error(`fixture ${name} exited (code ${code}, signal ${signal})`))
+    replies.clear()
+  })
+  return {
+    child,
+    messages,
+    request(cmd, extra = {}, ms = 5000) {
+      const reqId = nextId++
+      const d = deferred()
+      replies.set(reqId, d)
+      child.send({ cmd, reqId, ...extra })
+      return withTimeout(d.promise, ms, `fixture reply to '${cmd}'`)
+    },
+    /** Next IPC message with `type`, skipping others (kept nowhere). */
+    async nextOfType(type, ms = 5000) {
+      const deadline = Date.now() + ms
+      for (;;) {
+        const m = await messages.next(Math.max(1, deadline - Date.now()))
+        if (m && m.type === type) return m
+      }
+    },
+  }
+}
+
+/** Spawn `node <fixture>` with piped stdout (lines queued). */
+export function spawnFixture(name, args = []) {
+  const child = spawn(process.execPath, [path.join(FIXTURES, name), ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const lines = new AsyncQueue(`stdout of ${name}`)
+  let pending = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk) => {
+    pending += chunk
+    let i
+    while ((i = pending.indexOf('\n')) >= 0) {
+      lines.push(pending.slice(0, i))
+      pending = pending.slice(i + 1)
+    }
+  })
+  child.stdout.on('end', () => lines.end('stdout ended'))
+  return { child, lines }
+}
+
+export const MiB = 1024 * 1024
