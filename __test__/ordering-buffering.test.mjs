@@ -1,0 +1,164 @@
+// Behaviour 4: per-connection ordering (one message at a time, async handlers awaited) and buffering
+// of messages whose event has no handler yet (default 100 per connection, oldest dropped).
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  startServer,
+  send,
+  nextMessage,
+  expectNoMessage,
+  assertEcho,
+  echo,
+  deferred,
+  condition,
+  withTimeout,
+} from './helpers.mjs'
+
+const range = (from, to) => Array.from({ length: to - from }, (_, i) => from + i)
+
+test('1,000 messages through an async handler run one at a time, in arrival order', async (t) => {
+  const order = []
+  let active = 0
+  let maxActive = 0
+  const h = await startServer({}, {
+    onConnection(conn) {
+      conn.onMessage('seq', async (n) => {
+        active++
+        maxActive = Math.max(maxActive, active)
+        // Vary how long each message takes so out-of-order dispatch would show.
+        if (n % 3 === 0) await new Promise((r) => setImmediate(r))
+        else if (n % 3 === 1) await Promise.resolve()
+        if (n % 97 === 0) await new Promise((r) => setTimeout(r, 2))
+        order.push(n)
+        active--
+      })
+      conn.onMessage('done', () => conn.publish('done', { count: order.length }))
+    },
+  })
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  for (let i = 0; i < 1000; i++) send(ws, 'seq', i)
+  send(ws, 'done', null)
+  assert.deepEqual(await nextMessage(ws, 15_000), { event: 'done', data: { count: 1000 } })
+  assert.equal(maxActive, 1, 'handlers of one connection never overlap')
+  assert.deepEqual(order, range(0, 1000))
+})
+
+test('a slow handler delays only its own connection: different connections run concurrently', async (t) => {
+  const bHandled = deferred()
+  const h = await startServer({}, {
+    onConnection(conn) {
+      echo(conn)
+      // A's handler only finishes once B's handler has run: this deadlocks if connections were serialised.
+      conn.onMessage('wait-for-b', async () => {
+        await bHandled.promise
+        conn.publish('a-done', null)
+      })
+      conn.onMessage('b', () => {
+        bHandled.resolve()
+        conn.publish('b-done', null)
+      })
+    },
+  })
+  t.after(() => h.close())
+  const [a] = await h.client({ name: 'A' })
+  const [b] = await h.client({ name: 'B' })
+  send(a, 'wait-for-b', null)
+  send(a, 'echo', 'queued behind the slow handler')
+  send(b, 'b', null)
+  assert.deepEqual(await nextMessage(b, 3000), { event: 'b-done', data: null })
+  assert.deepEqual(await nextMessage(a, 3000), { event: 'a-done', data: null })
+  assert.deepEqual(await nextMessage(a, 3000), { event: 'echo', data: 'queued behind the slow handler' })
+})
+
+test('a handler’s publish order is the order the client receives', async (t) => {
+  const h = await startServer({}, {
+    onConnection(conn) {
+      conn.onMessage('burst', async (n) => {
+        for (let i = 0; i < n; i++) {
+          conn.publish('item', i)
+          if (i % 50 === 0) await new Promise((r) => setImmediate(r))
+        }
+      })
+    },
+  })
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  send(ws, 'burst', 500)
+  for (let i = 0; i < 500; i++) assert.deepEqual(await nextMessage(ws), { event: 'item', data: i })
+})
+
+test('messages for an event with no handler yet are buffered and delivered in order on registration', async (t) => {
+  const h = await startServer({}, {
+    onConnection(conn) {
+      echo(conn)
+      // Registering 'late' happens in another handler, after some 'late' messages arrived.
+      conn.onMessage('register', () => {
+        conn.onMessage('late', (n) => conn.publish('late', n))
+      })
+    },
+  })
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  for (let i = 0; i < 10; i++) send(ws, 'late', i)
+  send(ws, 'echo', 'not blocked by buffered messages')
+  send(ws, 'register', null)
+  for (let i = 10; i < 15; i++) send(ws, 'late', i)
+  assert.deepEqual(await nextMessage(ws), { event: 'echo', data: 'not blocked by buffered messages' })
+  const got = []
+  for (let i = 0; i < 15; i++) got.push((await nextMessage(ws)).data)
+  assert.deepEqual(got, range(0, 15))
+})
+
+async function bufferedOverflow(t, options, sent, kept) {
+  const h = await startServer(options, {
+    onConnection(conn) {
+      conn.onMessage('sync', () => conn.publish('synced', null))
+    },
+  })
+  t.after(() => h.close())
+  const [ws, conn] = await h.client()
+  for (let i = 0; i < sent; i++) send(ws, 'late', i)
+  send(ws, 'sync', null)
+  // 'sync' is dispatched after every earlier 'late' message has arrived (and been buffered).
+  assert.deepEqual(await nextMessage(ws, 5000), { event: 'synced', data: null })
+  const got = []
+  let notify = () => {}
+  conn.onMessage('late', (n) => {
+    got.push(n)
+    notify()
+  })
+  const enough = condition(() => got.length >= kept, 5000, `${kept} buffered 'late' messages`)
+  notify = enough.signal
+  await enough.done
+  // Positive control first-in-line: a fresh 'late' after the buffered ones comes next, nothing else.
+  send(ws, 'late', 'fresh')
+  const last = condition(() => got.length >= kept + 1, 3000, "the fresh 'late' message")
+  notify = last.signal
+  await last.done
+  assert.deepEqual(got, [...range(sent - kept, sent), 'fresh'], `only the newest ${kept} were kept, in order`)
+  await expectNoMessage(ws, 50)
+}
+
+test('the buffer keeps the newest 100 by default: 150 arrive, 50..149 are delivered', (t) =>
+  bufferedOverflow(t, {}, 150, 100))
+
+test('maxBufferedMessages sets the buffer size (10 of 25 kept)', (t) =>
+  bufferedOverflow(t, { maxBufferedMessages: 10 }, 25, 10))
+
+test('buffered messages for one event do not hold back handled events of the same connection', async (t) => {
+  const h = await startServer()
+  t.after(() => h.close())
+  const [ws, conn] = await h.client()
+  for (let i = 0; i < 50; i++) send(ws, 'unhandled', i)
+  await assertEcho(ws, 'handled right away')
+  const got = []
+  const done = condition(() => got.length === 50, 3000, 'the 50 buffered messages')
+  conn.onMessage('unhandled', (n) => {
+    got.push(n)
+    done.signal()
+  })
+  await done.done
+  assert.deepEqual(got, range(0, 50))
+  await withTimeout(assertEcho(ws), 2000, 'echo after delivery')
+})
