@@ -1,0 +1,16 @@
+'use strict'
+// ferrosocket public entry point. The typed surface is declared in index.d.ts.
+
+const { Server } = require('./lib/server')
+const { defineContract } = require('./lib/contract')
+const { CloseCode } = require('./lib/close-codes')
+const binding = require('./binding.js')
+
+function createServer(options) {
+  return new Server(options)
+}
+
+/** Test hooks; not part of the supported API. */
+const __testing = Object.freeze({ panic: () => binding.testPanic() })
+
+module.exports = { createServer, defineContract, CloseCode, __testing }

@@ -1,0 +1,274 @@
+'use strict'
+// The server as the application sees it: options and namespaces, connection events, publishing
+// (validate + serialise once in JS, fan out in Rust) and lifecycle. Rust delivers events in
+// batches (see src/bridge.rs for the entry shapes); one JSON.parse decodes a whole batch.
+
+const { NativeServer } = require('../binding.js')
+const { Connection } = require('./connection')
+const { validateOutbound } = require('./contract')
+const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
+
+const KIND_OPEN = 0
+const KIND_MESSAGE = 1
+const KIND_CLOSE = 2
+const KIND_SHUTDOWN = 3
+const KIND_RAW = 4
+
+const DEFAULT_NAMESPACE = '/'
+
+function positive(name, value, fallback) {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value)) {
+    throw new TypeError(`option ${name} must be a non-negative number, got ${value}`)
+  }
+  return value
+}
+
+function buildNamespaces(options) {
+  const base = options.path ?? '/ws'
+  if (typeof base !== 'string' || !base.startsWith('/')) throw new TypeError(`option path must start with '/', got ${base}`)
+  const raw = options.messageFormat === 'raw'
+  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: options.contract ?? null, raw }]
+  for (const [name, contract] of Object.entries(options.namespaces ?? {})) {
+    if (!/^[A-Za-z0-9_.~-]+$/.test(name)) throw new TypeError(`namespace name "${name}" must be URL-safe`)
+    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: contract ?? null, raw })
+  }
+  return list
+}
+
+class Server {
+  constructor(options = {}) {
+    this._namespaces = buildNamespaces(options)
+    this._namespaceByName = new Map(this._namespaces.map((ns) => [ns.name, ns]))
+    this._connectionHandlers = this._namespaces.map(() => [])
+    this._connections = new Map()
+    this._maxBufferedMessages = positive('maxBufferedMessages', options.maxBufferedMessages, 100)
+    this._replyOnInvalid = options.onInvalidMessage === 'reply'
+    this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
+    this._ackCounts = new Map()
+    this._ackScheduled = false
+    this._port = undefined
+    this._keepAlive = undefined
+    this._shutdown = undefined
+    this._shutdownResolve = undefined
+    if (options.onInvalidMessage !== undefined && !['close', 'reply'].includes(options.onInvalidMessage)) {
+      throw new TypeError(`option onInvalidMessage must be 'close' or 'reply'`)
+    }
+    this._native = new NativeServer(
+      {
+        host: options.host,
+        port: positive('port', options.port, undefined),
+        namespaces: this._namespaces.map((ns) => ({
+          name: ns.name,
+          path: ns.path,
+          events: ns.contract ? Object.keys(ns.contract.in) : undefined,
+          raw: ns.raw,
+        })),
+        maxPayload: positive('maxPayload', options.maxPayload, undefined),
+        heartbeatIntervalMs: positive('heartbeat.intervalMs', options.heartbeat?.intervalMs, undefined),
+        maxQueuedMessages: positive('backpressure.maxQueuedMessages', options.backpressure?.maxQueuedMessages, undefined),
+        maxBufferedBytes: positive('backpressure.maxBufferedBytes', options.backpressure?.maxBufferedBytes, undefined),
+        maxConnections: positive('maxConnections', options.maxConnections, undefined),
+        maxInflightMessages: positive('maxInflightMessages', options.maxInflightMessages, undefined),
+        maxPendingBytes: positive('maxPendingBytes', options.maxPendingBytes, undefined),
+        closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, undefined),
+        handshakeTimeoutMs: positive('handshakeTimeoutMs', options.handshakeTimeoutMs, undefined),
+        replyOnInvalid: this._replyOnInvalid,
+        workerThreads: positive('workerThreads', options.workerThreads, undefined),
+        panicOnEvent: options.__testPanicOnEvent,
+      },
+      (json) => this._onBatch(json),
+    )
+  }
+
+  get port() {
+    return this._port
+  }
+
+  get connectionCount() {
+    return this._connections.size
+  }
+
+  async listen() {
+    if (this._shutdown) throw new Error('the server was shut down')
+    this._port = this._native.listen()
+    // Like net.Server: a listening server keeps the process alive (the Rust callback is weak).
+    this._keepAlive ??= setInterval(() => {}, 0x7fffffff)
+  }
+
+  onConnection(namespace, handler) {
+    if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
+    this._namespace(namespace)
+    this._connectionHandlers[this._namespace(namespace).index].push(handler)
+    return this
+  }
+
+  getConnection(id) {
+    return this._connections.get(Number(id))
+  }
+
+  broadcast(event, data, namespace = DEFAULT_NAMESPACE) {
+    const ns = this._namespace(namespace)
+    this._native.broadcast(ns.index, this._serialise(ns, event, data))
+  }
+
+  publishToRoom(room, event, data, namespace = DEFAULT_NAMESPACE) {
+    const ns = this._namespace(namespace)
+    this._native.publishToRoom(ns.index, String(room), this._serialise(ns, event, data))
+  }
+
+  publishToUser(userId, event, data, namespace = DEFAULT_NAMESPACE) {
+    const ns = this._namespace(namespace)
+    this._native.publishToUser(ns.index, String(userId), this._serialise(ns, event, data))
+  }
+
+  publishToAudience(audience, event, data) {
+    const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
+    const strings = (it) => Array.from(it ?? [], String)
+    const ids = (it) => Array.from(it ?? [], Number).filter(Number.isFinite)
+    this._native.publishToAudience(
+      ns.index,
+      strings(audience.rooms),
+      strings(audience.users),
+      ids(audience.connections),
+      ids(audience.except),
+      this._serialise(ns, event, data),
+    )
+  }
+
+  shutdown(code = CloseCode.GOING_AWAY, reason = Reason.SHUTDOWN, options = {}) {
+    if (this._shutdown) return this._shutdown
+    assertSendableCode(code)
+    const timeoutMs = positive('timeoutMs', options.timeoutMs, 5000)
+    if (this._port === undefined) {
+      this._shutdown = Promise.resolve()
+      this._native.shutdown(code, String(reason), 0)
+      return this._shutdown
+    }
+    this._shutdown = new Promise((resolve) => (this._shutdownResolve = resolve))
+    this._native.shutdown(code, String(reason), timeoutMs)
+    return this._shutdown
+  }
+
+  // ---- internals used by Connection ----
+
+  _namespace(name) {
+    const ns = this._namespaceByName.get(name)
+    if (!ns) throw new TypeError(`Unknown namespace "${name}"`)
+    return ns
+  }
+
+  /** Validates and serialises one outbound envelope: once per publish, whatever the audience. */
+  _serialise(ns, event, data) {
+    if (typeof event !== 'string' || event === '') throw new TypeError('event must be a non-empty string')
+    const value = validateOutbound(ns.contract, event, data)
+    return `{"event":${JSON.stringify(event)},"data":${JSON.stringify(value) ?? 'null'}}`
+  }
+
+  _reportError(error, conn) {
+    try {
+      this._onError(error, conn)
+    } catch {
+      // an onError that throws must not take the dispatcher down
+    }
+  }
+
+  /** Counts one handled message; acknowledgements go to Rust in one call per event-loop turn. */
+  _ack(conn) {
+    if (conn._closeInfo) return
+    this._ackCounts.set(conn._nid, (this._ackCounts.get(conn._nid) ?? 0) + 1)
+    if (!this._ackScheduled) {
+      this._ackScheduled = true
+      setImmediate(() => this._flushAcks())
+    }
+  }
+
+  _flushAcks() {
+    this._ackScheduled = false
+    if (this._ackCounts.size === 0) return
+    const pairs = new Float64Array(this._ackCounts.size * 2)
+    let i = 0
+    for (const [id, n] of this._ackCounts) {
+      pairs[i++] = id
+      pairs[i++] = n
+    }
+    this._ackCounts.clear()
+    this._native.ack(pairs)
+  }
+
+  _onBatch(json) {
+    if (!json) return
+    let entries
+    try {
+      entries = JSON.parse(json)
+    } catch (error) {
+      return this._reportError(error)
+    }
+    let blobs
+    for (const entry of entries) {
+      try {
+        switch (entry[0]) {
+          case KIND_MESSAGE: {
+            const conn = this._connections.get(entry[1])
+            if (conn) conn._receive(entry[2], entry[3], entry[4])
+            break
+          }
+          case KIND_OPEN:
+            this._opened(entry[1], entry[2], entry[3])
+            break
+          case KIND_CLOSE:
+            this._closed(entry[1], entry[2], entry[3])
+            break
+          case KIND_RAW: {
+            blobs ??= this._native.takeBlobs()
+            const conn = this._connections.get(entry[1])
+            const bytes = blobs[entry[3]]
+            if (conn) conn._receive(undefined, entry[2] ? bytes : bytes.toString('utf8'), undefined)
+            break
+          }
+          case KIND_SHUTDOWN:
+            this._finishShutdown()
+            break
+        }
+      } catch (error) {
+        this._reportError(error)
+      }
+    }
+  }
+
+  _opened(id, nsIndex, remoteAddress) {
+    const conn = new Connection(this, id, this._namespaces[nsIndex], remoteAddress)
+    this._connections.set(id, conn)
+    for (const handler of this._connectionHandlers[nsIndex]) {
+      try {
+        const r = handler(conn)
+        if (r && typeof r.then === 'function') {
+          r.then(undefined, (error) => {
+            this._reportError(error, conn)
+            conn._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
+          })
+        }
+      } catch (error) {
+        this._reportError(error, conn)
+        conn._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
+      }
+    }
+  }
+
+  _closed(id, code, reason) {
+    const conn = this._connections.get(id)
+    if (!conn) return
+    this._connections.delete(id)
+    this._ackCounts.delete(id)
+    conn._closed(code, reason)
+  }
+
+  _finishShutdown() {
+    // Anything Rust queued before completion (close events) is already in this batch.
+    clearInterval(this._keepAlive)
+    this._keepAlive = undefined
+    this._shutdownResolve?.()
+  }
+}
+
+module.exports = { Server, DEFAULT_NAMESPACE }
