@@ -1,0 +1,787 @@
+//! The four workloads. Each mode owns the timeline (connect, warm up, measure, stop) and reads
+//! the shared counters at the end; connection tasks only count and record.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::hist::Hist;
+use crate::sys::{self, round3};
+use crate::ws::{self, Conn};
+use crate::{now_us, Args, Ctx};
+
+const SETUP: u8 = 0;
+const WARMUP: u8 = 1;
+const MEASURE: u8 = 2;
+const STOP: u8 = 3;
+
+/// Phase shared by all tasks: a Cell for cheap checks on the hot path, a watch channel to wake
+/// tasks that wait for a phase.
+struct Phase {
+    cur: Cell<u8>,
+    tx: watch::Sender<u8>,
+}
+
+impl Phase {
+    fn new() -> Self {
+        Phase { cur: Cell::new(SETUP), tx: watch::channel(SETUP).0 }
+    }
+    #[inline]
+    fn get(&self) -> u8 {
+        self.cur.get()
+    }
+    fn set(&self, p: u8) {
+        self.cur.set(p);
+        self.tx.send_replace(p);
+    }
+    async fn wait_for(&self, p: u8) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v >= p).await;
+    }
+}
+
+#[derive(Default)]
+struct ConnStats {
+    ok: Cell<usize>,
+    failed: Cell<usize>,
+    closed_early: Cell<usize>,
+    first_error: RefCell<Option<String>>,
+}
+
+impl ConnStats {
+    fn fail(&self, e: impl std::fmt::Display) {
+        self.failed.set(self.failed.get() + 1);
+        let mut fe = self.first_error.borrow_mut();
+        if fe.is_none() {
+            *fe = Some(e.to_string());
+        }
+    }
+    fn json(&self) -> Value {
+        json!({
+            "ok": self.ok.get(),
+            "failed": self.failed.get(),
+            "closed_early": self.closed_early.get(),
+            "first_error": *self.first_error.borrow(),
+        })
+    }
+}
+
+async fn open(ctx: &Ctx, i: usize, rbuf: usize) -> Result<Conn, String> {
+    match timeout(ctx.connect_timeout, ws::connect(&ctx.target, ctx.source(i), ctx.proto, rbuf)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timeout".into()),
+    }
+}
+
+/// Wait until `done()` or `limit` passes; returns false on timeout.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
+    json!({
+        "mode": mode,
+        "proto": ctx.proto.name(),
+        "url": ctx.url,
+        "params": params,
+        "sources": ctx.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(ao), Value::Object(bo)) = (a.as_object_mut(), b) {
+        for (k, v) in bo {
+            ao.insert(k, v);
+        }
+    }
+    a
+}
+
+fn fmt_server(w: &Value) -> String {
+    match &w["server"] {
+        Value::Null => format!("loadgen cpu {:.0}%", w["loadgen"]["cpu_util"].as_f64().unwrap_or(0.0) * 100.0),
+        s => format!(
+            "server cpu {:.0}%, loadgen cpu {:.0}%",
+            s["cpu_util"].as_f64().unwrap_or(0.0) * 100.0,
+            w["loadgen"]["cpu_util"].as_f64().unwrap_or(0.0) * 100.0
+        ),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// echo
+// ------------------------------------------------------------------------------------------------
+
+struct EchoState {
+    phase: Phase,
+    conns: ConnStats,
+    sem: Semaphore,
+    msg: Vec<u8>,
+    replies: Cell<u64>,
+    other: Cell<u64>,
+    hist: RefCell<Hist>,
+}
+
+pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
+    let n: usize = args.num("conns", 100);
+    let k: usize = args.num("inflight", 16usize).max(1);
+    let size: usize = args.num("size", 64);
+    let dur = args.secs("duration", 5.0);
+    let ctx = Rc::new(ctx);
+    let mut data = Vec::with_capacity(size + 2);
+    data.push(b'"');
+    data.extend(std::iter::repeat(b'x').take(size));
+    data.push(b'"');
+    let mut msg = Vec::new();
+    ctx.proto.encode_event(&mut msg, "echo", &data);
+    let st = Rc::new(EchoState {
+        phase: Phase::new(),
+        conns: ConnStats::default(),
+        sem: Semaphore::new(ctx.connect_concurrency),
+        msg,
+        replies: Cell::new(0),
+        other: Cell::new(0),
+        hist: RefCell::new(Hist::new()),
+    });
+    for i in 0..n {
+        tokio::task::spawn_local(echo_conn(ctx.clone(), st.clone(), i, k));
+    }
+    let t_open = Instant::now();
+    wait_until(ctx.connect_timeout * 4, || st.conns.ok.get() + st.conns.failed.get() >= n).await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    st.phase.set(WARMUP);
+    sleep(ctx.warmup).await;
+    let a = sys::sample(ctx.server_pid);
+    st.phase.set(MEASURE);
+    sleep(dur).await;
+    st.phase.set(STOP);
+    let b = sys::sample(ctx.server_pid);
+    let count = st.replies.get();
+    let w = sys::window_json(&a, &b, count);
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let h = st.hist.borrow();
+    let rate = count as f64 / wall;
+    let human = format!(
+        "echo {} conns x {k} in flight x {size} B: {:.0} msg/s, rtt p50 {} us p90 {} us p99 {} us; {} ({} ok, {} failed, {} closed early)",
+        n,
+        rate,
+        h.percentile(50.0),
+        h.percentile(90.0),
+        h.percentile(99.0),
+        fmt_server(&w),
+        st.conns.ok.get(),
+        st.conns.failed.get(),
+        st.conns.closed_early.get()
+    );
+    let out = merge(
+        base_json("echo", &ctx, json!({ "conns": n, "inflight": k, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() })),
+        json!({
+            "open_s": round3(open_s),
+            "conns": st.conns.json(),
+            "messages": count,
+            "msgs_per_s": rate.round(),
+            "unexpected_messages": st.other.get(),
+            "rtt_us": h.json(),
+            "window": w,
+        }),
+    );
+    (out, human)
+}
+
+async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState>, i: usize, k: usize) {
+    let permit = st.sem.acquire().await.unwrap();
+    let r = open(&ctx, i, 16 * 1024).await;
+    drop(permit);
+    let mut c = match r {
+        Ok(c) => c,
+        Err(e) => return st.conns.fail(e),
+    };
+    st.conns.ok.set(st.conns.ok.get() + 1);
+    st.phase.wait_for(WARMUP).await;
+    let proto = ctx.proto;
+    let mut sent_at: VecDeque<u64> = VecDeque::with_capacity(k);
+    let now = now_us();
+    for _ in 0..k {
+        c.queue_text(&st.msg);
+        sent_at.push_back(now);
+    }
+    if c.flush().await.is_err() {
+        st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+        return;
+    }
+    loop {
+        match c.read_some().await {
+            Ok(0) | Err(_) => {
+                if st.phase.get() < STOP {
+                    st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+                }
+                return;
+            }
+            Ok(_) => {}
+        }
+        let mut replies = 0u64;
+        let mut other = 0u64;
+        c.drain(|m| {
+            if proto.is_event(m, "echo") {
+                replies += 1
+            } else {
+                other += 1
+            }
+        });
+        let phase = st.phase.get();
+        if other > 0 {
+            st.other.set(st.other.get() + other);
+        }
+        if replies > 0 {
+            let now = now_us();
+            if phase == MEASURE {
+                let mut h = st.hist.borrow_mut();
+                for _ in 0..replies {
+                    let t = sent_at.pop_front().unwrap_or(now);
+                    h.record(now.saturating_sub(t));
+                }
+                st.replies.set(st.replies.get() + replies);
+            } else {
+                for _ in 0..replies {
+                    sent_at.pop_front();
+                }
+            }
+            if phase < STOP && !c.got_close {
+                for _ in 0..replies {
+                    c.queue_text(&st.msg);
+                    sent_at.push_back(now);
+                }
+            }
+        }
+        let closed = c.got_close;
+        if c.flush().await.is_err() || closed {
+            if st.phase.get() < STOP {
+                st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+            }
+            return;
+        }
+        if phase >= STOP && sent_at.is_empty() {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// fanout
+// ------------------------------------------------------------------------------------------------
+
+struct Pending {
+    t: u64,
+    remaining: usize,
+}
+
+struct FanState {
+    phase: Phase,
+    conns: ConnStats,
+    sem: Semaphore,
+    subscribed: Cell<usize>,
+    deliveries: Cell<u64>,
+    sent: Cell<u64>,
+    completed: Cell<u64>,
+    inflight: Cell<usize>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    unknown: Cell<u64>,
+    other: Cell<u64>,
+    delivery: RefCell<Hist>,
+    completion: RefCell<Hist>,
+    notify: Notify,
+    last_progress: Cell<u64>,
+}
+
+impl FanState {
+    #[inline]
+    fn delivered(&self, seq: u64, t: u64, now: u64) {
+        let measuring = self.phase.get() == MEASURE;
+        if measuring {
+            self.deliveries.set(self.deliveries.get() + 1);
+            self.delivery.borrow_mut().record(now.saturating_sub(t));
+        }
+        let mut p = self.pending.borrow_mut();
+        match p.get_mut(&seq) {
+            Some(e) => {
+                e.remaining -= 1;
+                if e.remaining == 0 {
+                    let t0 = e.t;
+                    p.remove(&seq);
+                    if measuring {
+                        self.completed.set(self.completed.get() + 1);
+                        self.completion.borrow_mut().record(now.saturating_sub(t0));
+                    }
+                    self.inflight.set(self.inflight.get() - 1);
+                    self.last_progress.set(now);
+                    self.notify.notify_one();
+                }
+            }
+            None => self.unknown.set(self.unknown.get() + 1),
+        }
+    }
+}
+
+pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
+    let n: usize = args.num("subs", 1000);
+    let window: usize = args.num("window", 8usize).max(1);
+    let size: usize = args.num("size", 100);
+    let dur = args.secs("duration", 5.0);
+    let room = args.str("room").unwrap_or("bench").to_string();
+    let ctx = Rc::new(ctx);
+    let st = Rc::new(FanState {
+        phase: Phase::new(),
+        conns: ConnStats::default(),
+        sem: Semaphore::new(ctx.connect_concurrency),
+        subscribed: Cell::new(0),
+        deliveries: Cell::new(0),
+        sent: Cell::new(0),
+        completed: Cell::new(0),
+        inflight: Cell::new(0),
+        pending: RefCell::new(HashMap::with_capacity(window * 2)),
+        unknown: Cell::new(0),
+        other: Cell::new(0),
+        delivery: RefCell::new(Hist::new()),
+        completion: RefCell::new(Hist::new()),
+        notify: Notify::new(),
+        last_progress: Cell::new(0),
+    });
+    let sub_msg = {
+        let mut m = Vec::new();
+        ctx.proto.encode_event(&mut m, "sub", format!("{{\"room\":{}}}", serde_json::to_string(&room).unwrap()).as_bytes());
+        Rc::new(m)
+    };
+    let t_open = Instant::now();
+    for i in 0..n {
+        tokio::task::spawn_local(fan_sub(ctx.clone(), st.clone(), i, sub_msg.clone()));
+    }
+    wait_until(ctx.connect_timeout * 4 + Duration::from_secs((n / 500) as u64), || {
+        st.subscribed.get() + st.conns.failed.get() + st.conns.closed_early.get() >= n
+    })
+    .await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    let members = st.subscribed.get();
+    let publisher = open(&ctx, n, 4096).await;
+    let mut pub_error = None;
+    match publisher {
+        Ok(c) if members > 0 => {
+            tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), c, window, size, room, members));
+        }
+        Ok(_) => pub_error = Some("no subscriber joined".to_string()),
+        Err(e) => pub_error = Some(format!("publisher: {e}")),
+    }
+    st.last_progress.set(now_us());
+    st.phase.set(WARMUP);
+    sleep(ctx.warmup).await;
+    let a = sys::sample(ctx.server_pid);
+    st.phase.set(MEASURE);
+    sleep(dur).await;
+    st.phase.set(STOP);
+    let b = sys::sample(ctx.server_pid);
+    let deliveries = st.deliveries.get();
+    let w = sys::window_json(&a, &b, deliveries);
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
+    let d = st.delivery.borrow();
+    let c = st.completion.borrow();
+    let rate = deliveries as f64 / wall;
+    let human = format!(
+        "fanout {members}/{n} subs, window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}",
+        rate,
+        st.completed.get() as f64 / wall,
+        d.percentile(50.0),
+        d.percentile(99.0),
+        c.percentile(50.0),
+        c.percentile(99.0),
+        fmt_server(&w),
+        pub_error.as_ref().map(|e| format!(" ERROR {e}")).unwrap_or_default()
+    );
+    let out = merge(
+        base_json("fanout", &ctx, json!({ "subs": n, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() })),
+        json!({
+            "open_s": round3(open_s),
+            "conns": st.conns.json(),
+            "subscribed": members,
+            "publisher_error": pub_error,
+            "deliveries": deliveries,
+            "deliveries_per_s": rate.round(),
+            "broadcasts_sent": st.sent.get(),
+            "broadcasts_completed": st.completed.get(),
+            "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
+            "ms_since_last_completion": stalled_ms,
+            "unknown_seq": st.unknown.get(),
+            "unexpected_messages": st.other.get(),
+            "delivery_us": d.json(),
+            "completion_us": c.json(),
+            "window": w,
+        }),
+    );
+    (out, human)
+}
+
+async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, sub_msg: Rc<Vec<u8>>) {
+    let permit = st.sem.acquire().await.unwrap();
+    let mut c = match open(&ctx, i, 4096).await {
+        Ok(c) => c,
+        Err(e) => return st.conns.fail(e),
+    };
+    st.conns.ok.set(st.conns.ok.get() + 1);
+    let proto = ctx.proto;
+    c.queue_text(&sub_msg);
+    let mut joined = false;
+    let mut eof = c.flush().await.is_err();
+    while !joined && !eof {
+        let r = timeout(ctx.connect_timeout, c.read_some()).await;
+        if !matches!(r, Ok(Ok(n)) if n > 0) {
+            break;
+        }
+        c.drain(|m| {
+            if proto.is_event(m, "subscribed") {
+                joined = true
+            }
+        });
+        eof |= c.flush().await.is_err() || c.got_close;
+    }
+    drop(permit);
+    if !joined {
+        return st.conns.fail(format!("subscriber {i}: no `subscribed` reply"));
+    }
+    st.subscribed.set(st.subscribed.get() + 1);
+    loop {
+        match c.read_some().await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut now = 0u64;
+        let mut other = 0u64;
+        c.drain(|m| {
+            if proto.is_event(m, "bcast") {
+                if let Some((seq, e)) = ws::field_u64(m, b"\"seq\":", 0) {
+                    if let Some((t, _)) = ws::field_u64(m, b"\"t\":", e) {
+                        if now == 0 {
+                            now = now_us();
+                        }
+                        st.delivered(seq, t, now);
+                        return;
+                    }
+                }
+            }
+            other += 1;
+        });
+        if other > 0 {
+            st.other.set(st.other.get() + other);
+        }
+        if c.flush().await.is_err() || c.got_close {
+            break;
+        }
+    }
+    if st.phase.get() < STOP {
+        st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+    }
+}
+
+async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, window: usize, size: usize, room: String, members: usize) {
+    let proto = ctx.proto;
+    let room_json = serde_json::to_string(&room).unwrap();
+    let overhead = proto.envelope_overhead("bcast");
+    let mut data = Vec::with_capacity(size + 64);
+    let mut msg = Vec::with_capacity(size + 64);
+    let mut seq: u64 = 0;
+    loop {
+        if st.phase.get() >= STOP {
+            return;
+        }
+        while st.inflight.get() < window {
+            let t = now_us();
+            data.clear();
+            write!(data, "{{\"room\":{room_json},\"seq\":{seq},\"t\":{t},\"pad\":\"").unwrap();
+            let pad = size.saturating_sub(overhead + data.len() + 2);
+            data.extend(std::iter::repeat(b'x').take(pad));
+            data.extend_from_slice(b"\"}");
+            msg.clear();
+            proto.encode_event(&mut msg, "bcast", &data);
+            st.pending.borrow_mut().insert(seq, Pending { t, remaining: members });
+            st.inflight.set(st.inflight.get() + 1);
+            st.sent.set(st.sent.get() + 1);
+            c.queue_text(&msg);
+            seq += 1;
+        }
+        if c.flush().await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = st.notify.notified() => {}
+            r = c.read_some() => {
+                match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let mut other = 0;
+                        c.drain(|_| other += 1);
+                        st.other.set(st.other.get() + other);
+                        if c.got_close {
+                            let _ = c.flush().await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// idle
+// ------------------------------------------------------------------------------------------------
+
+struct IdleState {
+    phase: Phase,
+    conns: ConnStats,
+    sem: Semaphore,
+    open_now: Cell<usize>,
+    pings: Cell<u64>,
+}
+
+pub async fn idle(ctx: Ctx, args: &Args) -> (Value, String) {
+    let n: usize = args.num("conns", 1000);
+    let hold = args.secs("hold", 10.0);
+    let settle = args.secs("settle", 1.0);
+    let ctx = Rc::new(ctx);
+    let st = Rc::new(IdleState {
+        phase: Phase::new(),
+        conns: ConnStats::default(),
+        sem: Semaphore::new(ctx.connect_concurrency),
+        open_now: Cell::new(0),
+        pings: Cell::new(0),
+    });
+    // Baseline: the server before any connection of ours exists.
+    let base = sys::sample(ctx.server_pid);
+    let t_open = Instant::now();
+    for i in 0..n {
+        tokio::task::spawn_local(idle_conn(ctx.clone(), st.clone(), i));
+    }
+    wait_until(ctx.connect_timeout * 4 + Duration::from_secs((n / 200) as u64), || {
+        st.conns.ok.get() + st.conns.failed.get() >= n
+    })
+    .await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    eprintln!(
+        "IDLE_OPEN ok={} failed={} in {:.2}s",
+        st.conns.ok.get(),
+        st.conns.failed.get(),
+        open_s
+    );
+    st.phase.set(MEASURE);
+    sleep(settle).await;
+    let held = sys::sample(ctx.server_pid);
+    let open_at_sample = st.open_now.get();
+    let hold_left = hold.saturating_sub(settle);
+    sleep(hold_left).await;
+    let end = sys::sample(ctx.server_pid);
+    let still_open = st.open_now.get();
+    st.phase.set(STOP);
+    let rss_per_conn = match (base.server_rss_kb, held.server_rss_kb) {
+        (Some(b), Some(h)) if open_at_sample > 0 => Some(((h as f64 - b as f64) * 1024.0 / open_at_sample as f64).round()),
+        _ => None,
+    };
+    let server = if ctx.server_pid.is_some() {
+        json!({
+            "rss_kb_baseline": base.server_rss_kb,
+            "rss_kb_held": held.server_rss_kb,
+            "rss_kb_end": end.server_rss_kb,
+            "rss_bytes_per_conn": rss_per_conn,
+            "cpu_s_while_held": match (held.server_cpu, end.server_cpu) { (Some(a), Some(b)) => Some(round3(b - a)), _ => None },
+            "cpu_s_opening": match (base.server_cpu, held.server_cpu) { (Some(a), Some(b)) => Some(round3(b - a)), _ => None },
+        })
+    } else {
+        Value::Null
+    };
+    let human = format!(
+        "idle {n}: opened {} failed {} closed early {} still open {} after {:.1}s hold; open took {:.2}s{}",
+        st.conns.ok.get(),
+        st.conns.failed.get(),
+        st.conns.closed_early.get(),
+        still_open,
+        hold.as_secs_f64(),
+        open_s,
+        rss_per_conn
+            .map(|r| format!(
+                "; server RSS {} -> {} KiB = {:.0} B/conn",
+                base.server_rss_kb.unwrap_or(0),
+                held.server_rss_kb.unwrap_or(0),
+                r
+            ))
+            .unwrap_or_default()
+    );
+    let out = merge(
+        base_json("idle", &ctx, json!({ "conns": n, "hold_s": hold.as_secs_f64(), "settle_s": settle.as_secs_f64() })),
+        json!({
+            "open_s": round3(open_s),
+            "conns": st.conns.json(),
+            "opened": st.conns.ok.get(),
+            "failed": st.conns.failed.get(),
+            "closed_early": st.conns.closed_early.get(),
+            "open_at_rss_sample": open_at_sample,
+            "still_open": still_open,
+            "pings_answered": st.pings.get(),
+            "server": server,
+            "loadgen_cpu_s": round3(end.self_cpu - base.self_cpu),
+        }),
+    );
+    (out, human)
+}
+
+async fn idle_conn(ctx: Rc<Ctx>, st: Rc<IdleState>, i: usize) {
+    let permit = st.sem.acquire().await.unwrap();
+    let r = open(&ctx, i, 512).await;
+    drop(permit);
+    let mut c = match r {
+        Ok(c) => c,
+        Err(e) => return st.conns.fail(e),
+    };
+    c.shrink();
+    st.conns.ok.set(st.conns.ok.get() + 1);
+    st.open_now.set(st.open_now.get() + 1);
+    loop {
+        match c.read_some().await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        c.drain(|_| {});
+        if !c.wbuf.is_empty() {
+            st.pings.set(st.pings.get() + 1);
+        }
+        if c.flush().await.is_err() || c.got_close {
+            break;
+        }
+        c.shrink();
+    }
+    st.open_now.set(st.open_now.get() - 1);
+    if st.phase.get() < STOP {
+        st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// connect
+// ------------------------------------------------------------------------------------------------
+
+struct ConnectState {
+    phase: Phase,
+    handshakes: Cell<u64>,
+    failed: Cell<u64>,
+    unclean_close: Cell<u64>,
+    first_error: RefCell<Option<String>>,
+    hist: RefCell<Hist>,
+}
+
+pub async fn connect(ctx: Ctx, args: &Args) -> (Value, String) {
+    let n: usize = args.num("conns", 50);
+    let dur = args.secs("duration", 5.0);
+    let ctx = Rc::new(ctx);
+    let st = Rc::new(ConnectState {
+        phase: Phase::new(),
+        handshakes: Cell::new(0),
+        failed: Cell::new(0),
+        unclean_close: Cell::new(0),
+        first_error: RefCell::new(None),
+        hist: RefCell::new(Hist::new()),
+    });
+    st.phase.set(WARMUP);
+    for i in 0..n {
+        tokio::task::spawn_local(connect_loop(ctx.clone(), st.clone(), i, n));
+    }
+    sleep(ctx.warmup).await;
+    let a = sys::sample(ctx.server_pid);
+    st.phase.set(MEASURE);
+    sleep(dur).await;
+    st.phase.set(STOP);
+    let b = sys::sample(ctx.server_pid);
+    let count = st.handshakes.get();
+    let w = sys::window_json(&a, &b, count);
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let h = st.hist.borrow();
+    let rate = count as f64 / wall;
+    let human = format!(
+        "connect {n} loops: {:.0} handshakes/s, handshake p50 {} us p99 {} us, {} failed; {}",
+        rate,
+        h.percentile(50.0),
+        h.percentile(99.0),
+        st.failed.get(),
+        fmt_server(&w)
+    );
+    let out = merge(
+        base_json("connect", &ctx, json!({ "conns": n, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() })),
+        json!({
+            "handshakes": count,
+            "handshakes_per_s": rate.round(),
+            "failed": st.failed.get(),
+            "unclean_close": st.unclean_close.get(),
+            "first_error": *st.first_error.borrow(),
+            "handshake_us": h.json(),
+            "window": w,
+        }),
+    );
+    (out, human)
+}
+
+async fn connect_loop(ctx: Rc<Ctx>, st: Rc<ConnectState>, lane: usize, lanes: usize) {
+    let mut i = lane;
+    while st.phase.get() < STOP {
+        let t0 = now_us();
+        let r = open(&ctx, i, 1024).await;
+        i += lanes;
+        let measuring = st.phase.get() == MEASURE;
+        let mut c = match r {
+            Ok(c) => c,
+            Err(e) => {
+                if measuring {
+                    st.failed.set(st.failed.get() + 1);
+                }
+                let mut fe = st.first_error.borrow_mut();
+                if fe.is_none() {
+                    *fe = Some(e);
+                }
+                drop(fe);
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if measuring {
+            st.handshakes.set(st.handshakes.get() + 1);
+            st.hist.borrow_mut().record(now_us() - t0);
+        }
+        // Close handshake: our close frame, the server's close frame, then the server's FIN.
+        c.queue_close(1000);
+        let clean = timeout(Duration::from_secs(2), async {
+            if c.flush().await.is_err() {
+                return false;
+            }
+            loop {
+                match c.read_some().await {
+                    Ok(0) => return c.got_close,
+                    Err(_) => return false,
+                    Ok(_) => c.drain(|_| {}),
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !clean && measuring {
+            st.unclean_close.set(st.unclean_close.get() + 1);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Process-level helpers: fd limit, own CPU time, and sampling of the server process via /proc.
+
+use std::time::Instant;
+
+/// Raise RLIMIT_NOFILE's soft limit to the hard limit; returns (soft, hard) after.
+pub fn raise_nofile() -> (u64, u64) {
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            if r.rlim_cur < r.rlim_max {
+                let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    r.rlim_cur = r.rlim_max;
+                }
+            }
+            return (r.rlim_cur as u64, r.rlim_max as u64);
+        }
+    }
+    (0, 0)
+}
+
+/// CPU seconds (user + system) this process has used.
+pub fn self_cpu_s() -> f64 {
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+}
+
+fn clk_tck() -> f64 {
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+pub fn proc_cpu_s(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // fields after ")" start at field 3 (state); utime is field 14, stime 15
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / clk_tck())
+}
+
+/// VmRSS of a process in KiB.
+pub fn proc_rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One sample of (wall clock, own CPU, server CPU, server RSS).
+#[derive(Clone, Copy)]
+pub struct Sample {
+    pub at: Instant,
+    pub self_cpu: f64,
+    pub server_cpu: Option<f64>,
+    pub server_rss_kb: Option<u64>,
+}
+
+pub fn sample(server_pid: Option<u32>) -> Sample {
+    Sample {
+        at: Instant::now(),
+        self_cpu: self_cpu_s(),
+        server_cpu: server_pid.and_then(proc_cpu_s),
+        server_rss_kb: server_pid.and_then(proc_rss_kb),
+    }
+}
+
+/// JSON block describing a measurement window between two samples, for a given work count.
+pub fn window_json(a: &Sample, b: &Sample, work: u64) -> serde_json::Value {
+    let wall = (b.at - a.at).as_secs_f64();
+    let lg_cpu = b.self_cpu - a.self_cpu;
+    let server = match (a.server_cpu, b.server_cpu) {
+        (Some(x), Some(y)) => {
+            let cpu = y - x;
+            serde_json::json!({
+                "cpu_s": round3(cpu),
+                "cpu_util": round3(cpu / wall),
+                "rss_kb_start": a.server_rss_kb,
+                "rss_kb_end": b.server_rss_kb,
+                "per_cpu_s": if cpu > 0.0 { (work as f64 / cpu).round() } else { 0.0 },
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "wall_s": round3(wall),
+        "loadgen": { "cpu_s": round3(lg_cpu), "cpu_util": round3(lg_cpu / wall) },
+        "server": server,
+    })
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
