@@ -1,0 +1,34 @@
+'use strict'
+// Shared helpers for the peer servers: port from env/argv, the LISTENING line, clean exit.
+
+function port() {
+  const v = process.env.PORT ?? process.argv[2] ?? '0'
+  const p = Number(v)
+  if (!Number.isInteger(p) || p < 0 || p > 65535) throw new Error(`bad PORT: ${v}`)
+  return p
+}
+
+function host() {
+  return process.env.HOST || '127.0.0.1'
+}
+
+function listening(p) {
+  process.stdout.write(`LISTENING ${p}\n`)
+}
+
+function onExit(fn) {
+  let done = false
+  const stop = () => {
+    if (done) return
+    done = true
+    Promise.resolve()
+      .then(fn)
+      .catch(() => {})
+      .finally(() => process.exit(0))
+    setTimeout(() => process.exit(0), 2000).unref()
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+module.exports = { port, host, listening, onExit }
