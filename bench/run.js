@@ -1,0 +1,756 @@
+#!/usr/bin/env node
+'use strict'
+// ferrosocket benchmark runner: `npm run bench` (full, several minutes) or `npm run bench -- --quick`.
+// Starts each peer server in its own fresh process per workload (pinned to one CPU with taskset),
+// drives it with the Rust load generator (pinned to the other CPU), samples the server's CPU and RSS,
+// and writes bench/results/<date>.json, .md (tables with ratios vs ws) and .svg (bar chart).
+// See bench/README.md.
+
+const { spawn, spawnSync } = require('child_process')
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+
+const BENCH = __dirname
+const ROOT = path.dirname(BENCH)
+const LOADGEN_DIR = path.join(BENCH, 'loadgen')
+const LOADGEN = path.join(LOADGEN_DIR, 'target', 'release', 'loadgen')
+const SOURCES = '127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4'
+
+// ---------------------------------------------------------------------------------------------
+// options
+// ---------------------------------------------------------------------------------------------
+
+const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,socketio,uws] [--workloads ids]
+                        [--duration S] [--out DIR] [--no-pin] [--server-cpu N] [--loadgen-cpu N]
+  --quick         ~1 minute per couple of peers: shorter runs (2 s) and holds; same workloads
+  --peers         which servers (default: every available one; ws is the baseline of the ratios)
+  --workloads     comma list of: ${'echo,fanout-1k,fanout-10k,idle-10k,idle-19k,connect'}
+  --duration S    measured seconds per throughput run (default 10, quick 2)
+  --out DIR       results directory (default bench/results)
+  --no-pin        do not pin with taskset
+Peers: ws (+bufferutil) and socketio from bench/node_modules (installed on first run), ferrosocket
+from the repository root (needs the addon built: npm run build), uws when $UWS_DIR points to a
+/work/shared/peers/get-uws.sh install.`
+
+function parseArgs(argv) {
+  const o = { quick: false, pin: true, out: path.join(BENCH, 'results') }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const val = () => {
+      if (a.includes('=')) return a.slice(a.indexOf('=') + 1)
+      if (i + 1 >= argv.length) fail(`${a} needs a value`)
+      return argv[++i]
+    }
+    const key = a.split('=')[0]
+    if (key === '--quick') o.quick = true
+    else if (key === '--no-pin') o.pin = false
+    else if (key === '--peers') o.peers = val().split(',').map((s) => s.trim()).filter(Boolean)
+    else if (key === '--workloads') o.workloads = val().split(',').map((s) => s.trim()).filter(Boolean)
+    else if (key === '--duration') o.duration = Number(val())
+    else if (key === '--out') o.out = path.resolve(val())
+    else if (key === '--server-cpu') o.serverCpu = val()
+    else if (key === '--loadgen-cpu') o.loadgenCpu = val()
+    else if (key === '-h' || key === '--help') {
+      console.log(USAGE)
+      process.exit(0)
+    } else fail(`unknown argument ${a}\n${USAGE}`)
+  }
+  return o
+}
+
+function fail(msg) {
+  console.error(`bench: ${msg}`)
+  process.exit(2)
+}
+
+const log = (...a) => console.error('[bench]', ...a)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// ---------------------------------------------------------------------------------------------
+// workloads
+// ---------------------------------------------------------------------------------------------
+
+function workloads(opts) {
+  const d = String(opts.duration || (opts.quick ? 2 : 10))
+  const warm = opts.quick ? '0.5' : '2'
+  const hold = opts.quick ? '2.5' : '10'
+  return [
+    {
+      id: 'echo',
+      title: 'echo: 100 conns × 16 in flight × 64 B',
+      mode: 'echo',
+      args: ['--conns', '100', '--inflight', '16', '--size', '64', '--duration', d, '--warmup', warm],
+      kind: 'rate',
+      metric: 'msgs_per_s',
+      unit: 'msg/s',
+      latency: ['rtt_us', ['p50', 'p90', 'p99'], 'RTT'],
+    },
+    {
+      id: 'fanout-1k',
+      title: 'fanout: 1,000 subscribers, 100 B, 4 broadcasts in flight',
+      mode: 'fanout',
+      args: ['--subs', '1000', '--window', '4', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES],
+      kind: 'rate',
+      metric: 'deliveries_per_s',
+      unit: 'deliveries/s',
+      latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
+      latency2: ['completion_us', ['p50', 'p99'], 'completion'],
+    },
+    {
+      id: 'fanout-10k',
+      title: 'fanout: 10,000 subscribers, 100 B, 4 broadcasts in flight',
+      mode: 'fanout',
+      args: ['--subs', '10000', '--window', '4', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES],
+      kind: 'rate',
+      metric: 'deliveries_per_s',
+      unit: 'deliveries/s',
+      latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
+      latency2: ['completion_us', ['p50', 'p99'], 'completion'],
+    },
+    {
+      id: 'idle-10k',
+      title: 'idle: 10,000 connections held',
+      mode: 'idle',
+      args: ['--conns', '10000', '--hold', hold, '--sources', SOURCES],
+      kind: 'idle',
+      conns: 10000,
+    },
+    {
+      id: 'idle-19k',
+      title: 'idle: 19,000 connections held',
+      mode: 'idle',
+      args: ['--conns', '19000', '--hold', hold, '--sources', SOURCES],
+      kind: 'idle',
+      conns: 19000,
+    },
+    {
+      id: 'connect',
+      title: 'connect: 50 concurrent connect → handshake → close loops',
+      mode: 'connect',
+      args: ['--conns', '50', '--duration', d, '--warmup', warm, '--sources', SOURCES],
+      kind: 'rate',
+      metric: 'handshakes_per_s',
+      unit: 'handshakes/s',
+      latency: ['handshake_us', ['p50', 'p99'], 'handshake'],
+    },
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// peers
+// ---------------------------------------------------------------------------------------------
+
+function uwsNode() {
+  const dir = process.env.UWS_DIR
+  if (!dir) return null
+  const bin = path.join(dir, 'bin', 'node-uws')
+  return fs.existsSync(bin) ? bin : process.execPath
+}
+
+const PEERS = {
+  ws: {
+    script: 'ws.js',
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, "require('ws'); require('bufferutil')", BENCH),
+  },
+  ferrosocket: {
+    script: 'ferrosocket.js',
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
+  socketio: {
+    script: 'socketio.js',
+    proto: 'socketio',
+    path: '/socket.io/?EIO=4&transport=websocket',
+    check: () => canRun(process.execPath, "require('socket.io')", BENCH),
+  },
+  uws: {
+    script: 'uws.js',
+    proto: 'plain',
+    path: '/ws',
+    node: uwsNode,
+    check: () => {
+      if (!process.env.UWS_DIR) return 'UWS_DIR is not set (see /work/shared/peers/get-uws.sh)'
+      return canRun(uwsNode(), `process.env.PORT='x'; require(${JSON.stringify(path.join(BENCH, 'peers', 'uws.js'))})`, BENCH, true)
+    },
+  },
+}
+const PEER_ORDER = ['ws', 'ferrosocket', 'socketio', 'uws']
+
+/** null when `code` runs under `node` (exit 0), else the reason. */
+function canRun(node, code, cwd, uwsProbe = false) {
+  if (uwsProbe) {
+    // uws.js starts listening when loaded; probe only that the module loads.
+    code = `const d=process.env.UWS_DIR; const p=require('path'); let ok=false;
+      for (const c of [p.join(d,'node_modules','uWebSockets.js'), p.join(d,'uws'), d]) { try { require(c); ok=true; break } catch {} }
+      process.exit(ok ? 0 : 1)`
+  }
+  const r = spawnSync(node, ['-e', code], { cwd, encoding: 'utf8', timeout: 20000 })
+  if (r.status === 0) return null
+  const err = (r.stderr || r.error?.message || '').trim().split('\n').find((l) => /Error|error/.test(l)) || `exit ${r.status}`
+  return err.slice(0, 300)
+}
+
+function peerVersion(name) {
+  const read = (p) => {
+    try {
+      return JSON.parse(fs.readFileSync(p, 'utf8')).version
+    } catch {
+      return undefined
+    }
+  }
+  if (name === 'ws') return `ws ${read(path.join(BENCH, 'node_modules/ws/package.json'))} + bufferutil ${read(path.join(BENCH, 'node_modules/bufferutil/package.json'))}`
+  if (name === 'socketio') return `socket.io ${read(path.join(BENCH, 'node_modules/socket.io/package.json'))}`
+  if (name === 'ferrosocket') return `ferrosocket ${read(path.join(ROOT, 'package.json'))}`
+  if (name === 'uws') {
+    const d = process.env.UWS_DIR
+    return `uWebSockets.js ${read(path.join(d, 'node_modules/uWebSockets.js/package.json')) || read(path.join(d, 'uws/package.json')) || '?'}`
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// processes
+// ---------------------------------------------------------------------------------------------
+
+let PIN = { server: [], loadgen: [] }
+
+function procStat(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (k) => Number((status.match(new RegExp(`^${k}:\\s+(\\d+)`, 'm')) || [])[1] || 0)
+    const threads = kb('Threads')
+    return { cpu_s: (Number(f[11]) + Number(f[12])) / CLK_TCK, rss_kb: kb('VmRSS'), hwm_kb: kb('VmHWM'), threads }
+  } catch {
+    return null
+  }
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })
+  return Number(r.stdout) || 100
+})()
+
+/** Start a peer; resolves { child, pid, port, stderr() } once it prints LISTENING <port>. */
+function startServer(name) {
+  const peer = PEERS[name]
+  const node = (peer.node && peer.node()) || process.execPath
+  const script = path.join(BENCH, 'peers', peer.script)
+  // Raise the fd soft limit to the hard one (19,000 idle connections need it), then exec pinned node.
+  const cmd = ['bash', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'bench-peer', ...PIN.server, node, script]
+  const child = spawn(cmd[0], cmd.slice(1), {
+    cwd: BENCH,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let err = ''
+  child.stderr.on('data', (d) => {
+    err = (err + d).slice(-4000)
+  })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`${name}: no LISTENING line within 20 s; stderr: ${err.trim().slice(-500)}`))
+    }, 20000)
+    child.stdout.on('data', (d) => {
+      out += d
+      const m = out.match(/LISTENING (\d+)/)
+      if (m) {
+        clearTimeout(timer)
+        child.stdout.removeAllListeners('data')
+        child.stdout.resume()
+        resolve({ child, pid: child.pid, port: Number(m[1]), stderr: () => err })
+      }
+    })
+    child.on('exit', (code, sig) => {
+      clearTimeout(timer)
+      reject(new Error(`${name}: exited (${code ?? sig}) before listening; stderr: ${err.trim().slice(-800)}`))
+    })
+  })
+}
+
+async function stopServer(s) {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return
+  const exited = new Promise((r) => s.child.once('exit', r))
+  s.child.kill('SIGTERM')
+  const t = setTimeout(() => s.child.kill('SIGKILL'), 4000)
+  await exited
+  clearTimeout(t)
+}
+
+function runLoadgen(args, timeoutMs) {
+  return new Promise((resolve) => {
+    const child = spawn(PIN.loadgen[0] || LOADGEN, [...PIN.loadgen.slice(1), ...(PIN.loadgen.length ? [LOADGEN] : []), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    let partial = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => {
+      err += d
+      const lines = (partial + d).split('\n')
+      partial = lines.pop()
+      for (const line of lines) if (line.trim()) log('  ' + line.trim())
+    })
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('close', (code, sig) => {
+      clearTimeout(t)
+      if (partial.trim()) log('  ' + partial.trim())
+      let json = null
+      try {
+        json = JSON.parse(out.trim().split('\n').pop())
+      } catch {}
+      resolve({ code, sig, json, stderr: err.slice(-2000) })
+    })
+  })
+}
+
+function runTimeoutMs(wl) {
+  const num = (k, def) => {
+    const i = wl.args.indexOf(k)
+    return i >= 0 ? Number(wl.args[i + 1]) : def
+  }
+  const conns = num('--conns', 0) + num('--subs', 0)
+  return (num('--duration', 0) + num('--warmup', 1) + num('--hold', 0) + 60 + conns / 200) * 1000
+}
+
+async function runOne(name, wl) {
+  const rec = { workload: wl.id, peer: name }
+  let server
+  try {
+    server = await startServer(name)
+  } catch (e) {
+    rec.error = e.message
+    return rec
+  }
+  try {
+    await sleep(500) // let startup work (JIT, GC) settle before the idle baseline
+    rec.server_before = procStat(server.pid)
+    const url = `ws://127.0.0.1:${server.port}${PEERS[name].path}`
+    const args = [wl.mode, '--url', url, '--proto', PEERS[name].proto, '--server-pid', String(server.pid), ...wl.args]
+    rec.command = `loadgen ${args.map((a) => (/[?&]/.test(a) ? `'${a}'` : a)).join(' ')}`
+    const r = await runLoadgen(args, runTimeoutMs(wl))
+    rec.server_after = procStat(server.pid)
+    rec.server_alive = server.child.exitCode === null && server.child.signalCode === null
+    if (!r.json) {
+      rec.error = `loadgen failed (exit ${r.code ?? r.sig}): ${r.stderr.trim().slice(-500)}`
+    } else {
+      rec.loadgen = r.json
+    }
+    if (!rec.server_alive) rec.error = (rec.error ? rec.error + '; ' : '') + `server died: ${server.stderr().trim().slice(-500)}`
+  } finally {
+    await stopServer(server)
+  }
+  rec.summary = summarize(wl, rec)
+  return rec
+}
+
+// ---------------------------------------------------------------------------------------------
+// summaries, ratios
+// ---------------------------------------------------------------------------------------------
+
+function summarize(wl, rec) {
+  const j = rec.loadgen
+  if (!j) return null
+  if (wl.kind === 'idle') {
+    const s = j.server || {}
+    return {
+      opened: j.opened,
+      failed: j.failed,
+      closed_early: j.closed_early,
+      still_open: j.still_open,
+      open_s: j.open_s,
+      rss_baseline_kb: s.rss_kb_baseline,
+      rss_held_kb: s.rss_kb_held,
+      rss_bytes_per_conn: s.rss_bytes_per_conn,
+      ok: j.failed === 0 && j.closed_early === 0 && j.opened === wl.conns,
+    }
+  }
+  const w = j.window || {}
+  const srv = w.server || {}
+  const sum = {
+    rate: j[wl.metric],
+    per_cpu_s: srv.per_cpu_s,
+    server_cpu_util: srv.cpu_util,
+    loadgen_cpu_util: w.loadgen?.cpu_util,
+    latency: {},
+  }
+  for (const lat of [wl.latency, wl.latency2].filter(Boolean)) {
+    const [k, ps] = lat
+    sum.latency[k] = Object.fromEntries(ps.map((p) => [p, j[k]?.[p]]))
+  }
+  if (wl.mode === 'fanout') {
+    sum.subscribed = j.subscribed
+    sum.broadcasts_per_s = j.broadcasts_per_s
+    sum.ok = j.subscribed === j.params.subs && !j.publisher_error && j.conns.closed_early === 0 && j.ms_since_last_completion < 2000
+  } else if (wl.mode === 'echo') {
+    sum.ok = j.conns.failed === 0 && j.conns.closed_early === 0 && j.messages > 0
+  } else {
+    sum.failed = j.failed
+    sum.ok = j.failed === 0 && j.handshakes > 0
+  }
+  return sum
+}
+
+/** Ratios of each peer to ws for one workload (higher = better for rates; for idle RSS lower = better). */
+function ratios(wl, recs) {
+  const base = recs.find((r) => r.peer === 'ws')?.summary
+  const out = {}
+  for (const r of recs) {
+    const s = r.summary
+    if (!s || !base) continue
+    if (wl.kind === 'idle') {
+      out[r.peer] = {
+        rss_per_conn_vs_ws: s.rss_bytes_per_conn && base.rss_bytes_per_conn ? s.rss_bytes_per_conn / base.rss_bytes_per_conn : null,
+      }
+    } else {
+      out[r.peer] = {
+        raw_vs_ws: s.rate && base.rate ? s.rate / base.rate : null,
+        per_cpu_vs_ws: s.per_cpu_s && base.per_cpu_s ? s.per_cpu_s / base.per_cpu_s : null,
+      }
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// markdown
+// ---------------------------------------------------------------------------------------------
+
+const fmtInt = (n) => (n == null || Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'))
+const fmtX = (x) => (x == null || !Number.isFinite(x) ? '–' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}×`)
+const fmtPct = (x) => (x == null ? '–' : `${Math.round(x * 100)}%`)
+const fmtMs = (us) => (us == null ? '–' : us >= 100000 ? (us / 1000).toFixed(0) : us >= 10000 ? (us / 1000).toFixed(1) : (us / 1000).toFixed(2))
+const fmtKB = (b) => (b == null ? '–' : (b / 1000).toFixed(2))
+
+function markdown(report) {
+  const L = []
+  const m = report.machine
+  L.push(`# ferrosocket benchmark — ${report.date}${report.quick ? ' (quick)' : ''}`)
+  L.push('')
+  L.push(`- Command: \`${report.command}\``)
+  L.push(`- Machine: ${m.cpu_model}, ${m.cpus} CPUs, ${m.mem_gib} GiB RAM, Linux ${m.kernel}; Node ${m.node}; fd limit ${m.nofile}`)
+  L.push(`- Pinning: ${report.pinning}`)
+  L.push(`- Peers: ${report.peers.map((p) => report.peer_versions[p]).join('; ')}`)
+  if (Object.keys(report.skipped).length)
+    L.push(`- Skipped: ${Object.entries(report.skipped).map(([p, why]) => `${p} (${why})`).join('; ')}`)
+  L.push(
+    '- Per server CPU-second = work done in the measured window ÷ CPU seconds the server process used in it ' +
+      '(utime+stime of all its threads, from /proc). Ratios are against `ws` in the same run.',
+  )
+  L.push('')
+
+  // summary
+  const others = report.peers.filter((p) => p !== 'ws')
+  if (report.peers.includes('ws') && others.length) {
+    L.push('## Ratios vs ws')
+    L.push('')
+    L.push(`| workload | measure | ${others.join(' | ')} |`)
+    L.push(`|---|---|${others.map(() => '---:').join('|')}|`)
+    for (const wl of report.workloads) {
+      const r = report.ratios[wl.id] || {}
+      if (wl.kind === 'idle') {
+        L.push(`| ${wl.id} | RSS per connection (lower is better) | ${others.map((p) => fmtX(r[p]?.rss_per_conn_vs_ws)).join(' | ')} |`)
+      } else {
+        L.push(`| ${wl.id} | ${wl.unit} | ${others.map((p) => fmtX(r[p]?.raw_vs_ws)).join(' | ')} |`)
+        L.push(`| ${wl.id} | ${wl.unit.replace('/s', '')} per server CPU-s | ${others.map((p) => fmtX(r[p]?.per_cpu_vs_ws)).join(' | ')} |`)
+      }
+    }
+    L.push('')
+  }
+
+  for (const wl of report.workloads) {
+    const recs = report.runs.filter((r) => r.workload === wl.id)
+    const r = report.ratios[wl.id] || {}
+    L.push(`## ${wl.title}`)
+    L.push('')
+    if (wl.kind === 'idle') {
+      L.push('| server | opened | failed | closed early | open time (s) | RSS before (MiB) | RSS held (MiB) | RSS / conn (KB) | vs ws |')
+      L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const rec of recs) {
+        const s = rec.summary
+        if (!s) {
+          L.push(`| ${rec.peer} | error: ${String(rec.error).replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 200)} ||||||||`)
+          continue
+        }
+        L.push(
+          `| ${rec.peer} | ${fmtInt(s.opened)} | ${fmtInt(s.failed)} | ${fmtInt(s.closed_early)} | ${s.open_s?.toFixed(2)} | ${(s.rss_baseline_kb / 1024).toFixed(1)} | ${(s.rss_held_kb / 1024).toFixed(1)} | ${fmtKB(s.rss_bytes_per_conn)} | ${fmtX(r[rec.peer]?.rss_per_conn_vs_ws)} |`,
+        )
+      }
+    } else {
+      const lats = [wl.latency, wl.latency2].filter(Boolean)
+      const latCols = lats.flatMap(([, ps, label]) => ps.map((p) => `${label} ${p} (ms)`))
+      L.push(`| server | ${wl.unit} | per server CPU-s | vs ws | vs ws per CPU-s | ${latCols.join(' | ')} | server CPU | loadgen CPU |`)
+      L.push(`|---|---:|---:|---:|---:|${latCols.map(() => '---:').join('|')}|---:|---:|`)
+      for (const rec of recs) {
+        const s = rec.summary
+        if (!s) {
+          L.push(`| ${rec.peer} | error: ${String(rec.error).replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 200)} |`)
+          continue
+        }
+        const latVals = lats.flatMap(([k, ps]) => ps.map((p) => fmtMs(s.latency[k]?.[p])))
+        L.push(
+          `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtX(r[rec.peer]?.raw_vs_ws)} | ${fmtX(r[rec.peer]?.per_cpu_vs_ws)} | ${latVals.join(' | ')} | ${fmtPct(s.server_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} |`,
+        )
+      }
+    }
+    const notes = recs.filter((x) => x.error || (x.summary && !x.summary.ok))
+    for (const n of notes) L.push(`\n⚠ ${n.peer}: ${n.error || describeProblem(wl, n)}`)
+    L.push('')
+  }
+  L.push(`Chart: [${path.basename(report.files.svg)}](${path.basename(report.files.svg)}) · raw data: [${path.basename(report.files.json)}](${path.basename(report.files.json)})`)
+  L.push('')
+  return L.join('\n')
+}
+
+function describeProblem(wl, rec) {
+  const j = rec.loadgen
+  if (!j) return 'no result'
+  if (wl.kind === 'idle') return `opened ${j.opened}/${wl.conns}, failed ${j.failed}, closed early ${j.closed_early}${j.conns?.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
+  if (wl.mode === 'fanout')
+    return `subscribed ${j.subscribed}/${j.params.subs}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, last completion ${j.ms_since_last_completion} ms before the end${j.publisher_error ? `, ${j.publisher_error}` : ''}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
+  if (wl.mode === 'echo') return `failed ${j.conns.failed}, closed early ${j.conns.closed_early}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
+  return `failed handshakes ${j.failed}${j.first_error ? ` (first error: ${j.first_error})` : ''}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG chart (hand-written: grouped bars, one group per workload, one bar per server, ws = 1)
+// ---------------------------------------------------------------------------------------------
+
+const COLORS = { ws: '#8c8c8c', ferrosocket: '#d9480f', socketio: '#1971c2', uws: '#2f9e44' }
+const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+function svgPanel(y0, title, groups, peers, width) {
+  // groups: [{ label, values: {peer: ratio|null} }]
+  const H = 300
+  const left = 60
+  const right = 20
+  const top = y0 + 40
+  const plotH = H - 90
+  const plotW = width - left - right
+  const max = Math.max(1.2, ...groups.flatMap((g) => Object.values(g.values).filter((v) => Number.isFinite(v)))) * 1.15
+  const step = max > 8 ? 2 : max > 4 ? 1 : max > 2 ? 0.5 : 0.25
+  const y = (v) => top + plotH - (v / max) * plotH
+  const out = []
+  out.push(`<text x="${left}" y="${y0 + 22}" font-size="15" font-weight="bold">${esc(title)}</text>`)
+  for (let t = 0; t <= max + 1e-9; t += step) {
+    out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(t).toFixed(1)}" y2="${y(t).toFixed(1)}" stroke="#e9ecef"/>`)
+    out.push(`<text x="${left - 6}" y="${(y(t) + 4).toFixed(1)}" font-size="11" text-anchor="end" fill="#495057">${t}×</text>`)
+  }
+  out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(1).toFixed(1)}" y2="${y(1).toFixed(1)}" stroke="#495057" stroke-dasharray="4 3"/>`)
+  const gw = plotW / Math.max(1, groups.length)
+  const bw = Math.min(34, (gw - 16) / Math.max(1, peers.length))
+  groups.forEach((g, gi) => {
+    const gx = left + gi * gw + (gw - bw * peers.length) / 2
+    peers.forEach((p, pi) => {
+      const v = g.values[p]
+      const x = gx + pi * bw
+      if (!Number.isFinite(v)) {
+        out.push(`<text x="${(x + bw / 2).toFixed(1)}" y="${(top + plotH - 4).toFixed(1)}" font-size="10" text-anchor="middle" fill="#adb5bd">n/a</text>`)
+        return
+      }
+      const h = Math.max(1, (v / max) * plotH)
+      out.push(`<rect x="${(x + 2).toFixed(1)}" y="${(top + plotH - h).toFixed(1)}" width="${(bw - 4).toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[p] || '#868e96'}"><title>${esc(p)}: ${v.toFixed(2)}×</title></rect>`)
+      out.push(`<text x="${(x + bw / 2).toFixed(1)}" y="${(top + plotH - h - 4).toFixed(1)}" font-size="10" text-anchor="middle">${v >= 10 ? v.toFixed(0) : v.toFixed(2)}</text>`)
+    })
+    const lines = g.label.split('\n')
+    lines.forEach((ln, li) =>
+      out.push(`<text x="${(left + gi * gw + gw / 2).toFixed(1)}" y="${top + plotH + 16 + li * 13}" font-size="11" text-anchor="middle" fill="#212529">${esc(ln)}</text>`),
+    )
+  })
+  out.push(`<line x1="${left}" x2="${left + plotW}" y1="${top + plotH}" y2="${top + plotH}" stroke="#495057"/>`)
+  return { svg: out.join('\n'), height: H }
+}
+
+function svgChart(report) {
+  const width = 920
+  const peers = report.peers
+  const label = (wl) =>
+    ({ echo: 'echo\n100×16×64 B', 'fanout-1k': 'fanout\n1k subs', 'fanout-10k': 'fanout\n10k subs', 'idle-10k': 'idle 10k\nmemory', 'idle-19k': 'idle 19k\nmemory', connect: 'connect\nrate' })[wl.id] || wl.id
+  const perCpu = report.workloads.map((wl) => ({
+    label: label(wl),
+    values: Object.fromEntries(
+      peers.map((p) => {
+        const r = report.ratios[wl.id]?.[p]
+        return [p, wl.kind === 'idle' ? (r?.rss_per_conn_vs_ws ? 1 / r.rss_per_conn_vs_ws : null) : r?.per_cpu_vs_ws]
+      }),
+    ),
+  }))
+  const raw = report.workloads
+    .filter((wl) => wl.kind !== 'idle')
+    .map((wl) => ({ label: label(wl), values: Object.fromEntries(peers.map((p) => [p, report.ratios[wl.id]?.[p]?.raw_vs_ws])) }))
+  const legendY = 66
+  const p1 = svgPanel(70, 'Per server CPU-second vs ws (idle: ws RSS per connection ÷ server’s) — higher is better', perCpu, peers, width)
+  const p2 = raw.length ? svgPanel(70 + p1.height, 'Raw throughput per second vs ws — higher is better', raw, peers, width) : { svg: '', height: 0 }
+  const height = 70 + p1.height + p2.height + 30
+  const legend = peers
+    .map((p, i) => `<rect x="${60 + i * 150}" y="${legendY - 10}" width="12" height="12" fill="${COLORS[p] || '#868e96'}"/><text x="${78 + i * 150}" y="${legendY}" font-size="12">${esc(p)}</text>`)
+    .join('\n')
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="60" y="28" font-size="18" font-weight="bold">ferrosocket vs peers — ${esc(report.date.slice(0, 16).replace('T', ' '))} UTC${report.quick ? ' (quick run)' : ''}</text>
+<text x="60" y="44" font-size="11" fill="#495057">${esc(`${report.machine.cpu_model}, ${report.machine.cpus} CPUs; ${report.pinning}; ratios vs ws from one run`)}</text>
+${legend}
+${p1.svg}
+${p2.svg}
+<text x="60" y="${height - 10}" font-size="10" fill="#868e96">${esc(report.command)}</text>
+</svg>
+`
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup
+// ---------------------------------------------------------------------------------------------
+
+function ensureNodeDeps() {
+  const need = ['ws', 'bufferutil', 'socket.io'].filter((p) => !fs.existsSync(path.join(BENCH, 'node_modules', p, 'package.json')))
+  if (!need.length) return
+  log(`installing bench dependencies (${need.join(', ')}): npm install --prefix bench`)
+  const r = spawnSync('npm', ['install', '--prefix', BENCH, '--no-audit', '--no-fund'], { stdio: 'inherit' })
+  if (r.status !== 0) log('npm install failed; peers that need it will be skipped')
+}
+
+function ensureLoadgen() {
+  const newest = (dir) => {
+    let t = 0
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name)
+      t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs)
+    }
+    return t
+  }
+  const srcTime = Math.max(
+    newest(path.join(LOADGEN_DIR, 'src')),
+    fs.statSync(path.join(LOADGEN_DIR, 'Cargo.toml')).mtimeMs,
+    fs.existsSync(path.join(LOADGEN_DIR, 'Cargo.lock')) ? fs.statSync(path.join(LOADGEN_DIR, 'Cargo.lock')).mtimeMs : 0,
+  )
+  if (fs.existsSync(LOADGEN) && fs.statSync(LOADGEN).mtimeMs >= srcTime) return
+  log('building the load generator: cargo build --release (bench/loadgen)')
+  const r = spawnSync('cargo', ['build', '--release', '--manifest-path', path.join(LOADGEN_DIR, 'Cargo.toml')], { stdio: 'inherit' })
+  if (r.status !== 0) fail('loadgen build failed')
+}
+
+function machineInfo() {
+  const cpuinfo = (() => {
+    try {
+      return fs.readFileSync('/proc/cpuinfo', 'utf8')
+    } catch {
+      return ''
+    }
+  })()
+  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || os.cpus()[0]?.model || 'unknown CPU'
+  const nofile = spawnSync('bash', ['-c', 'echo "$(ulimit -Sn)/$(ulimit -Hn)"'], { encoding: 'utf8' }).stdout.trim()
+  const rustc = spawnSync('rustc', ['-V'], { encoding: 'utf8' }).stdout?.trim()
+  const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' })
+  return {
+    cpu_model: model.trim(),
+    cpus: os.cpus().length,
+    mem_gib: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    rustc,
+    nofile,
+    git_commit: git.status === 0 ? git.stdout.trim() : null,
+    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
+  }
+}
+
+function stamp(d) {
+  const p = (n) => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2))
+  const hasTaskset = spawnSync('taskset', ['-V']).status === 0
+  const cpus = os.cpus().length
+  let pinning = 'not pinned'
+  if (opts.pin && hasTaskset && cpus >= 2) {
+    const sc = opts.serverCpu ?? '1'
+    const lc = opts.loadgenCpu ?? '0'
+    PIN = { server: ['taskset', '-c', sc], loadgen: ['taskset', '-c', lc] }
+    pinning = `server pinned to CPU ${sc}, load generator to CPU ${lc} (taskset)`
+    spawnSync('taskset', ['-a', '-p', '-c', lc, String(process.pid)], { stdio: 'ignore' }) // keep the runner off the server's CPU
+  } else if (opts.pin) {
+    pinning = hasTaskset ? `not pinned (${cpus} CPU)` : 'not pinned (no taskset)'
+  }
+
+  ensureNodeDeps()
+  ensureLoadgen()
+
+  const all = workloads(opts)
+  const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all
+  const wanted = opts.peers || PEER_ORDER
+  for (const p of wanted) if (!PEERS[p]) fail(`unknown peer ${p} (known: ${PEER_ORDER.join(', ')})`)
+  const peers = []
+  const skipped = {}
+  for (const p of PEER_ORDER.filter((x) => wanted.includes(x))) {
+    const why = PEERS[p].check()
+    if (why) {
+      skipped[p] = why
+      log(`skipping ${p}: ${why}`)
+    } else peers.push(p)
+  }
+  if (!peers.length) fail('no peer available')
+  if (!peers.includes('ws')) log('note: ws is not among the peers, so no ratios will be computed')
+
+  const started = new Date()
+  const date = stamp(started) + (opts.quick ? '-quick' : '')
+  fs.mkdirSync(opts.out, { recursive: true })
+  const files = {
+    json: path.join(opts.out, `${date}.json`),
+    md: path.join(opts.out, `${date}.md`),
+    svg: path.join(opts.out, `${date}.svg`),
+  }
+  const report = {
+    date: started.toISOString(),
+    quick: opts.quick,
+    command: `node bench/run.js ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: machineInfo(),
+    pinning,
+    peers,
+    peer_versions: Object.fromEntries(peers.map((p) => [p, peerVersion(p)])),
+    skipped,
+    workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns })),
+    runs: [],
+    ratios: {},
+    files,
+  }
+
+  log(`peers: ${peers.join(', ')}; workloads: ${wls.map((w) => w.id).join(', ')}; ${pinning}`)
+  for (const wl of wls) {
+    for (const p of peers) {
+      log(`${wl.id} × ${p}`)
+      const rec = await runOne(p, wl)
+      if (rec.error) log(`  ERROR ${rec.error}`)
+      report.runs.push(rec)
+      await sleep(300)
+    }
+    report.ratios[wl.id] = ratios(wl, report.runs.filter((r) => r.workload === wl.id))
+    fs.writeFileSync(files.json + '.tmp', JSON.stringify(report, null, 2)) // partial results survive a crash
+  }
+  report.finished = new Date().toISOString()
+  report.duration_s = Math.round((Date.now() - started.getTime()) / 1000)
+  fs.writeFileSync(files.json, JSON.stringify(report, null, 2) + '\n')
+  fs.rmSync(files.json + '.tmp', { force: true })
+  const md = markdown(report)
+  fs.writeFileSync(files.md, md)
+  fs.writeFileSync(files.svg, svgChart(report))
+  process.stdout.write(md)
+  log(`wrote ${path.relative(process.cwd(), files.json)}, ${path.relative(process.cwd(), files.md)}, ${path.relative(process.cwd(), files.svg)} in ${report.duration_s} s`)
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
