@@ -95,6 +95,10 @@ export interface ServerOptions<
   closeTimeoutMs?: number
   /** `'close'` (default) closes a connection that sends invalid input; `'reply'` answers with an `error` event instead. */
   onInvalidMessage?: 'close' | 'reply'
+  /** `'envelope'` (default): JSON `{event,data}` messages. `'raw'`: every message reaches `conn.onRawMessage` as it came (no contract), e.g. an echo server. */
+  messageFormat?: 'envelope' | 'raw'
+  /** Slowest allowed HTTP upgrade (request head); slower clients are dropped. Default `10000`. */
+  handshakeTimeoutMs?: number
   /** Rust I/O threads. Default: available cores. */
   workerThreads?: number
   /** Called with errors thrown by handlers (the connection is closed 1011 either way). Default: `console.error`. */
@@ -146,11 +150,17 @@ export interface Connection<C extends Contract = UntypedContract> {
   readonly rooms: ReadonlySet<string>
   /** False once the connection has closed (or started closing). */
   readonly isOpen: boolean
+  /** Last heartbeat round-trip in milliseconds (`undefined` before the first pong). */
+  readonly rtt: number | undefined
 
   /** Handle `event`. Messages run one at a time per connection, in arrival order; async handlers are awaited. */
   onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this
   /** Send one event to this connection. Throws synchronously on an unknown event or invalid data; no-op once closed. */
   publish<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
+  /** Raw-mode namespaces (`messageFormat: 'raw'`): text arrives as a string, binary as bytes (a Node `Buffer`). */
+  onRawMessage(handler: (data: string | Uint8Array) => void | Promise<void>): this
+  /** Raw-mode send: a string goes out as a text frame, bytes as a binary frame. */
+  sendRaw(data: string | Uint8Array): void
   onClose(handler: (code: number, reason: string) => void): this
   waitForClose(): Promise<CloseInfo>
   join(room: string): this

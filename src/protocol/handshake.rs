@@ -146,7 +146,8 @@ pub fn error_response(status: u16) -> Vec<u8> {
         _ => "Error",
     };
     let extra = match status {
-        426 => "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+        // `Connection: close`, not `Upgrade`: clients (Node's http) treat the latter as a 101.
+        426 => "Upgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n",
         400 => "Connection: close\r\nSec-WebSocket-Version: 13\r\n",
         _ => "Connection: close\r\n",
     };
