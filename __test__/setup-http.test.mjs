@@ -12,6 +12,8 @@ import {
   AsyncQueue,
   startServer,
   connect,
+  send,
+  nextMessage,
   assertEcho,
   upgradeStatus,
   httpGet,
@@ -178,6 +180,71 @@ test('setup: `npm start` runs examples/chat, which prints a URL serving an HTML 
   assert.match(res.headers['content-type'] ?? '', /text\/html/)
   assert.match(res.body, /WebSocket/, 'the page opens a WebSocket')
   assert.equal(child.exitCode, null, 'the example keeps running')
+
+  // Two "tabs": connect where the page connects, join one room, and chat.
+  const wsUrl = /new WebSocket\(\s*[`'"]ws:\/\/[^:]+:(\d+)(\/[^`'"]*)[`'"]/.exec(res.body)
+  assert.ok(wsUrl, 'the page names the WebSocket port and path')
+  const url2 = `ws://127.0.0.1:${wsUrl[1]}${wsUrl[2]}`
+  const tab1 = await connect(url2, {}, { name: 'tab 1' })
+  const tab2 = await connect(url2, {}, { name: 'tab 2' })
+  t.after(() => {
+    tab1.terminate()
+    tab2.terminate()
+  })
+  const untilEvent = async (ws, event) => {
+    for (;;) {
+      const m = await nextMessage(ws, 3000)
+      if (m.event === event) return m
+    }
+  }
+  send(tab1, 'chat:join', { room: 'test-room', name: 'alice' })
+  await untilEvent(tab1, 'chat:presence')
+  send(tab2, 'chat:join', { room: 'test-room', name: 'bob' })
+  await untilEvent(tab2, 'chat:presence')
+  send(tab1, 'chat:send', { text: 'hello bob' })
+  const got = await untilEvent(tab2, 'chat:message')
+  assert.equal(got.data.text, 'hello bob')
+  assert.equal(got.data.from, 'alice')
   child.kill('SIGTERM')
   await waitExit(child, 5000).catch(() => {})
+})
+
+test('examples/echo echoes text as text and binary as binary, byte for byte', async (t) => {
+  const child = spawn(process.execPath, [path.join(ROOT, 'examples', 'echo', 'server.js')], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  t.after(() => killChild(child))
+  const lines = new AsyncQueue('echo example output')
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
+  child.on('exit', (code) => lines.end(`echo example exited with ${code}`))
+  let url
+  while (!url) url = /(ws:\/\/[^\s'"]+)/.exec(await lines.next(10_000))?.[1]
+  const ws = await connect(url, {}, { name: 'echo client' })
+  t.after(() => ws.terminate())
+  const frames = []
+  ws.on('message', (data, isBinary) => frames.push({ data: Buffer.from(data), isBinary }))
+  const next = async () => {
+    const got = await nextMessage(ws, 5000) // same frame, parsed; the raw copy is in `frames`
+    void got
+    return frames.shift()
+  }
+  ws.send('plain text, not an envelope')
+  let f = await next()
+  assert.deepEqual([f.isBinary, f.data.toString()], [false, 'plain text, not an envelope'])
+  const bin = Buffer.from([0, 1, 2, 253, 254, 255])
+  ws.send(bin, { binary: true })
+  f = await next()
+  assert.equal(f.isBinary, true)
+  assert.deepEqual(f.data, bin)
+  const big = Buffer.alloc(1024 * 1024, 'abc').toString()
+  ws.send(big)
+  f = await next()
+  assert.equal(f.data.toString(), big)
+  ws.send('frag', { fin: false })
+  ws.send('mented', { fin: true })
+  f = await next()
+  assert.equal(f.data.toString(), 'fragmented')
 })
