@@ -265,3 +265,41 @@ test('connecting while another client is connected does not disturb it', async (
   await assertEcho(a)
   await assertEcho(b)
 })
+
+test('close reasons longer than 123 bytes are truncated on a UTF-8 boundary', async (t) => {
+  const h = await startServer()
+  t.after(() => h.close())
+  const [ws, conn] = await h.client()
+  const long = 'é'.repeat(100) // 200 bytes; 61 × 'é' = 122 bytes is the longest whole-character prefix
+  conn.close(4000, long)
+  const { code, reason } = await waitClose(ws)
+  assert.equal(code, 4000)
+  assert.ok(Buffer.byteLength(reason) <= 123, `reason is ${Buffer.byteLength(reason)} bytes`)
+  assert.equal(reason, 'é'.repeat(61))
+})
+
+test('large outbound messages (16-bit and 64-bit frame lengths) arrive intact', async (t) => {
+  const h = await startServer()
+  t.after(() => h.close())
+  const [ws, conn] = await h.client()
+  for (const size of [125, 126, 65535, 65536, 70 * 1024, 512 * 1024]) {
+    const text = 'ab'.repeat(size / 2) + (size % 2 ? 'c' : '')
+    conn.publish('big', text)
+    const msg = await nextMessage(ws, 5000)
+    assert.equal(msg.data.length, size)
+    assert.equal(msg.data, text)
+  }
+})
+
+test('workerThreads: 1 runs the whole server on one Rust thread', async (t) => {
+  const h = await startServer({ workerThreads: 1 })
+  t.after(() => h.close())
+  const [a, connA] = await h.client()
+  const [b, connB] = await h.client()
+  connA.join('r')
+  connB.join('r')
+  h.server.publishToRoom('r', 'x', 1)
+  assert.deepEqual(await nextMessage(a), { event: 'x', data: 1 })
+  assert.deepEqual(await nextMessage(b), { event: 'x', data: 1 })
+  await assertEcho(a)
+})
