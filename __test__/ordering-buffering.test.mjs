@@ -162,3 +162,34 @@ test('buffered messages for one event do not hold back handled events of the sam
   assert.deepEqual(got, range(0, 50))
   await withTimeout(assertEcho(ws), 2000, 'echo after delivery')
 })
+
+test('messages of many connections arriving interleaved keep each connection’s order', async (t) => {
+  const CONNS = 10
+  const PER = 300
+  const seen = new Map()
+  let active = 0
+  let overlapped = 0
+  const h = await startServer({}, {
+    onConnection(conn) {
+      let mine = 0
+      seen.set(conn.id, [])
+      conn.onMessage('seq', async (n) => {
+        if (++mine > 1) overlapped++
+        active++
+        if (n % 7 === 0) await new Promise((r) => setImmediate(r))
+        seen.get(conn.id).push(n)
+        active--
+        mine--
+      })
+      conn.onMessage('done', () => conn.publish('done', seen.get(conn.id).length))
+    },
+  })
+  t.after(() => h.close())
+  const clients = []
+  for (let i = 0; i < CONNS; i++) clients.push(await h.client({ name: `c${i}` }))
+  for (let n = 0; n < PER; n++) for (const [ws] of clients) send(ws, 'seq', n)
+  for (const [ws] of clients) send(ws, 'done', null)
+  for (const [ws] of clients) assert.deepEqual(await nextMessage(ws, 15_000), { event: 'done', data: PER })
+  assert.equal(overlapped, 0, 'handlers of one connection never overlap')
+  for (const [, conn] of clients) assert.deepEqual(seen.get(conn.id), range(0, PER))
+})
