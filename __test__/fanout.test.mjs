@@ -199,3 +199,22 @@ test('a publish serialises its payload once, whatever the number of recipients',
   }
   assert.equal(calls, 4, 'toJSON ran once per publish, not once per recipient')
 })
+
+test('a room of 200 connections receives 50 publishes each, in order', async (t) => {
+  const N = 200
+  const M = 50
+  const h = await startServer()
+  t.after(() => h.close())
+  const clients = []
+  for (let i = 0; i < N; i++) {
+    const [ws, conn] = await h.client({ name: `member ${i}` })
+    conn.join('big')
+    clients.push(ws)
+  }
+  for (let i = 0; i < M; i++) h.server.publishToRoom('big', 'n', i)
+  for (const ws of clients) {
+    const got = []
+    for (let i = 0; i < M; i++) got.push((await nextMessage(ws, 5000)).data)
+    assert.deepEqual(got, Array.from({ length: M }, (_, i) => i))
+  }
+})
