@@ -175,3 +175,88 @@ test('inbound: while JS has not handled a connection’s messages, Rust stops re
   await withTimeout(lastSent, 10_000, 'the last send to be written')
   assert.deepEqual(handled, Array.from({ length: N }, (_, i) => i))
 })
+
+async function pausedReaderOverflow(t, backpressure) {
+  const h = await startServer({ backpressure, closeTimeoutMs: 15_000 })
+  t.after(() => h.close())
+  const [healthy, healthyConn] = await h.client({ name: 'healthy' })
+  const [slow, slowConn] = await h.client({ name: 'paused' })
+  slow.pause()
+  slowConn.join('r')
+  const closing = new Promise((resolve) => slowConn.onClose((code, reason) => resolve({ code, reason })))
+  const pad = 'z'.repeat(1024)
+  // 10 MB at a paused reader: more than the kernel buffers hold, so the server's own queue must fill.
+  for (let i = 0; i < 10_000; i++) slowConn.publish('m', { i, pad })
+  slow.resume()
+  assert.deepEqual(await waitClose(slow, 10_000), { code: 1013, reason: 'WebSocket backpressure overflow' })
+  assert.equal((await withTimeout(closing, 5000, 'server-side onClose')).code, 1013)
+  assert.equal(healthyConn.isOpen, true)
+  healthyConn.publish('still', 'fine')
+  assert.deepEqual(await nextMessage(healthy), { event: 'still', data: 'fine' })
+}
+
+test('backpressure.maxBufferedBytes is honoured: a paused reader over 64 KiB queued is closed 1013', (t) =>
+  pausedReaderOverflow(t, { maxQueuedMessages: 1_000_000, maxBufferedBytes: 64 * 1024 }))
+
+test('backpressure.maxQueuedMessages is honoured: a paused reader over 10 queued messages is closed 1013', (t) =>
+  pausedReaderOverflow(t, { maxQueuedMessages: 10, maxBufferedBytes: 1 << 30 }))
+
+test('maxPendingBytes: while the JS thread is busy, Rust stops reading once that many bytes wait for it', async (t) => {
+  const { Worker } = await import('node:worker_threads')
+  const N = 32_000 // ~32 MB, far more than maxPendingBytes plus the kernel buffers
+  const handled = []
+  let notify = () => {}
+  const h = await startServer({ maxPendingBytes: 1 * MiB, maxInflightMessages: 1_000_000 }, {
+    onConnection(conn) {
+      conn.onMessage('m', (d) => {
+        handled.push(d.i)
+        notify()
+      })
+    },
+  })
+  t.after(() => h.close())
+  const worker = new Worker(new URL('./fixtures/flood-client-worker.mjs', import.meta.url), {
+    workerData: { url: h.url(), count: N, size: 1000 },
+  })
+  t.after(() => worker.terminate())
+  const events = []
+  let wake = () => {}
+  worker.on('message', (m) => {
+    events.push(m)
+    wake()
+  })
+  const nextEvent = (type, ms) =>
+    withTimeout(
+      new Promise((resolve) => {
+        const check = () => {
+          const i = events.findIndex((e) => e.type === type)
+          if (i >= 0) resolve(events.splice(i, 1)[0])
+        }
+        wake = check
+        check()
+      }),
+      ms,
+      `worker '${type}'`,
+    )
+  await nextEvent('open', 5000)
+  await h.nextConnection()
+  // Block our JS thread first; the worker gets 'go' on its own thread and sends during the block.
+  const blockedAt = Date.now()
+  worker.postMessage('go')
+  while (Date.now() - blockedAt < 2000) {
+    /* the JS thread is busy: nothing drains the bytes Rust reads for it */
+  }
+  const unblockedAt = Date.now()
+  const queued = await nextEvent('queued', 5000)
+  assert.ok(queued.at < unblockedAt - 500, `precondition: the worker queued its 32 MB while the JS thread was blocked (${unblockedAt - queued.at} ms before)`)
+  const all = condition(() => handled.length === N, 30_000, `all ${N} messages handled`)
+  notify = all.signal
+  await all.done
+  const { lastWrittenAt, error } = await nextEvent('written', 10_000)
+  assert.equal(error, null)
+  assert.ok(
+    lastWrittenAt >= unblockedAt,
+    `the client wrote all 32 MB ${unblockedAt - lastWrittenAt} ms before the JS thread was free: Rust kept reading past maxPendingBytes`,
+  )
+  assert.deepEqual(handled, Array.from({ length: N }, (_, i) => i))
+})
