@@ -146,7 +146,8 @@ test('setup: README quick start and .ci/run show the commands', () => {
   const ciPath = path.join(ROOT, '.ci', 'run')
   assert.ok(fs.existsSync(ciPath), '.ci/run exists')
   const ci = fs.readFileSync(ciPath, 'utf8')
-  for (const cmd of ['npm install', 'npm test', 'cargo test', 'cargo clippy', '-D warnings']) {
+  assert.ok(/npm (ci|install)\b/.test(ci), '.ci/run installs with npm ci or npm install')
+  for (const cmd of ['npm test', 'cargo test', 'cargo clippy', '-D warnings']) {
     assert.ok(ci.includes(cmd), `.ci/run runs ${cmd}`)
   }
 })
