@@ -174,23 +174,22 @@ const PEERS = {
     node: uwsNode,
     check: () => {
       if (!process.env.UWS_DIR) return 'UWS_DIR is not set (see /work/shared/peers/get-uws.sh)'
-      return canRun(uwsNode(), `process.env.PORT='x'; require(${JSON.stringify(path.join(BENCH, 'peers', 'uws.js'))})`, BENCH, true)
+      // peers/uws.js listens when loaded, so only probe that the module loads the way it does
+      const probe = `const d=process.env.UWS_DIR, p=require('path'); let ok=false
+        for (const c of [p.join(d,'node_modules','uWebSockets.js'), p.join(d,'uws'), d]) { try { require(c); ok=true; break } catch {} }
+        if (!ok) throw new Error('uWebSockets.js does not load from ' + d)`
+      return canRun(uwsNode(), probe, BENCH)
     },
   },
 }
 const PEER_ORDER = ['ws', 'ferrosocket', 'socketio', 'uws']
 
 /** null when `code` runs under `node` (exit 0), else the reason. */
-function canRun(node, code, cwd, uwsProbe = false) {
-  if (uwsProbe) {
-    // uws.js starts listening when loaded; probe only that the module loads.
-    code = `const d=process.env.UWS_DIR; const p=require('path'); let ok=false;
-      for (const c of [p.join(d,'node_modules','uWebSockets.js'), p.join(d,'uws'), d]) { try { require(c); ok=true; break } catch {} }
-      process.exit(ok ? 0 : 1)`
-  }
+function canRun(node, code, cwd) {
   const r = spawnSync(node, ['-e', code], { cwd, encoding: 'utf8', timeout: 20000 })
   if (r.status === 0) return null
-  const err = (r.stderr || r.error?.message || '').trim().split('\n').find((l) => /Error|error/.test(l)) || `exit ${r.status}`
+  const lines = (r.stderr || r.error?.message || '').trim().split('\n')
+  const err = lines.find((l) => /^\s*(\w*Error|Error)\b.*:/.test(l)) || lines.find((l) => /error/i.test(l)) || `exit ${r.status}`
   return err.slice(0, 300)
 }
 
@@ -680,13 +679,14 @@ async function main() {
     const lc = opts.loadgenCpu ?? '0'
     PIN = { server: ['taskset', '-c', sc], loadgen: ['taskset', '-c', lc] }
     pinning = `server pinned to CPU ${sc}, load generator to CPU ${lc} (taskset)`
-    spawnSync('taskset', ['-a', '-p', '-c', lc, String(process.pid)], { stdio: 'ignore' }) // keep the runner off the server's CPU
   } else if (opts.pin) {
     pinning = hasTaskset ? `not pinned (${cpus} CPU)` : 'not pinned (no taskset)'
   }
 
   ensureNodeDeps()
   ensureLoadgen()
+  // keep the runner itself off the server's CPU (after building, which should use every core)
+  if (PIN.loadgen.length) spawnSync('taskset', ['-a', '-p', '-c', PIN.loadgen[2], String(process.pid)], { stdio: 'ignore' })
 
   const all = workloads(opts)
   const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all
