@@ -155,6 +155,20 @@ test('shutdown({ timeoutMs }) terminates a peer that never answers the close fra
   assert.equal(closes.length, 2, 'onClose fired for the straggler and the polite client')
 })
 
+test('shutdown() waits 5 s by default for a peer that never answers the close frame', async (t) => {
+  const h = await startServer({ heartbeat: { intervalMs: 0 }, closeTimeoutMs: 60_000 })
+  t.after(() => h.close())
+  const raw = await rawConnect(h.port)
+  await h.nextConnection()
+  const started = Date.now()
+  await withTimeout(h.server.shutdown(), 9000, 'shutdown() with a straggler and the default timeout')
+  h.shutdownDone = true
+  const took = Date.now() - started
+  assert.ok(took >= 4500 && took <= 7000, `shutdown() took ${took} ms (default timeoutMs is 5000)`)
+  const endedAt = await withTimeout(raw.ended, 2000, 'the straggler to be terminated')
+  assert.ok(endedAt - started <= 7000)
+})
+
 test('a process whose server was shut down exits by itself', async (t) => {
   const { child, lines } = spawnFixture('listen-then-shutdown.mjs')
   t.after(() => killChild(child))
