@@ -10,6 +10,7 @@ import {
   connect,
   send,
   nextMessage,
+  expectNoMessage,
   waitClose,
   assertEcho,
   echo,
@@ -76,6 +77,7 @@ for (const [event, message] of [
       send(ws, event, null)
       send(ws, 'echo', 'never handled after the failure')
       assert.deepEqual(await waitClose(ws), { code: 1011, reason: 'Message handling failed' })
+      await expectNoMessage(ws, 10) // the echo sent after the failing message got no reply
       await reported.done
       assert.equal(e.errors.length, 1)
       assert.ok(e.errors[0].error instanceof Error)
