@@ -303,3 +303,25 @@ test('workerThreads: 1 runs the whole server on one Rust thread', async (t) => {
   assert.deepEqual(await nextMessage(b), { event: 'x', data: 1 })
   await assertEcho(a)
 })
+
+test('publishing from inside onClose, to the closing connection or to others, is safe', async (t) => {
+  const h = await startServer()
+  t.after(() => h.close())
+  const [watcher, watcherConn] = await h.client({ name: 'watcher' })
+  const [leaver, leaverConn] = await h.client({ name: 'leaver' })
+  watcherConn.join('r')
+  leaverConn.join('r')
+  const errors = []
+  leaverConn.onClose(() => {
+    try {
+      leaverConn.publish('bye', 'to myself')
+      h.server.publishToRoom('r', 'left', leaverConn.id)
+    } catch (e) {
+      errors.push(e)
+    }
+  })
+  leaver.close(1000)
+  assert.deepEqual(await nextMessage(watcher), { event: 'left', data: leaverConn.id })
+  assert.deepEqual(errors, [])
+  await waitClose(leaver)
+})
