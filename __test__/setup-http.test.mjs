@@ -51,6 +51,16 @@ test('listen() on port 0 binds an ephemeral port and server.port reports it', as
   await assertEcho(ws)
 })
 
+test('host defaults to 0.0.0.0 (reachable through 127.0.0.1)', async (t) => {
+  const server = createServer({ port: 0 })
+  server.onConnection((conn) => conn.onMessage('echo', (d) => conn.publish('echo', d)))
+  await server.listen()
+  t.after(() => withTimeout(server.shutdown(), 5000, 'shutdown()'))
+  const ws = await connect(`ws://127.0.0.1:${server.port}/ws`)
+  t.after(() => ws.terminate())
+  await assertEcho(ws)
+})
+
 test('listen() rejects when the port is already taken', async (t) => {
   const blocker = net.createServer()
   await new Promise((r) => blocker.listen(0, HOST, r))
