@@ -22,11 +22,12 @@ const SOURCES = '127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4'
 // ---------------------------------------------------------------------------------------------
 
 const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,socketio,uws] [--workloads ids]
-                        [--duration S] [--out DIR] [--no-pin] [--server-cpu N] [--loadgen-cpu N]
+                        [--duration S] [--repeat N] [--out DIR] [--no-pin] [--server-cpu N] [--loadgen-cpu N]
   --quick         ~1 minute per couple of peers: shorter runs (2 s) and holds; same workloads
   --peers         which servers (default: every available one; ws is the baseline of the ratios)
   --workloads     comma list of: ${'echo,fanout-1k,fanout-10k,idle-10k,idle-19k,connect'}
   --duration S    measured seconds per throughput run (default 10, quick 2)
+  --repeat N      run every workload × peer N times (peers interleaved) and report medians
   --out DIR       results directory (default bench/results)
   --no-pin        do not pin with taskset
 Peers: ws (+bufferutil) and socketio from bench/node_modules (installed on first run), ferrosocket
@@ -48,6 +49,7 @@ function parseArgs(argv) {
     else if (key === '--peers') o.peers = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (key === '--workloads') o.workloads = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (key === '--duration') o.duration = Number(val())
+    else if (key === '--repeat') o.repeat = Math.max(1, Number(val()) | 0)
     else if (key === '--out') o.out = path.resolve(val())
     else if (key === '--server-cpu') o.serverCpu = val()
     else if (key === '--loadgen-cpu') o.loadgenCpu = val()
@@ -397,6 +399,43 @@ function summarize(wl, rec) {
   return sum
 }
 
+/** Median of each numeric field over several runs' summaries (booleans: all true). */
+function medianOf(values) {
+  const v = values.filter((x) => x !== undefined && x !== null)
+  if (!v.length) return null
+  if (typeof v[0] === 'number') {
+    const s = [...v].sort((a, b) => a - b)
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+  }
+  if (typeof v[0] === 'boolean') return v.every(Boolean)
+  if (typeof v[0] === 'object') {
+    const keys = [...new Set(v.flatMap((o) => Object.keys(o)))]
+    return Object.fromEntries(keys.map((k) => [k, medianOf(v.map((o) => o[k]))]))
+  }
+  return v[0]
+}
+
+/** One record per peer for a workload: the median summary over its repetitions. */
+function aggregate(wl, runs, peers) {
+  return peers.map((peer) => {
+    const mine = runs.filter((r) => r.peer === peer)
+    const good = mine.filter((r) => r.summary)
+    const rec = { workload: wl.id, peer, runs: mine.length, ok_runs: good.length }
+    if (!good.length) {
+      rec.error = mine.find((r) => r.error)?.error || 'no result'
+      return rec
+    }
+    rec.summary = medianOf(good.map((r) => r.summary))
+    rec.summary.ok = mine.every((r) => r.summary?.ok)
+    if (good.length > 1) {
+      const key = wl.kind === 'idle' ? 'rss_bytes_per_conn' : 'per_cpu_s'
+      const xs = good.map((r) => r.summary[key]).filter((x) => x != null)
+      rec.spread = { key, min: Math.min(...xs), max: Math.max(...xs) }
+    }
+    return rec
+  })
+}
+
 /** Ratios of each peer to ws for one workload (higher = better for rates; for idle RSS lower = better). */
 function ratios(wl, recs) {
   const base = recs.find((r) => r.peer === 'ws')?.summary
@@ -434,6 +473,7 @@ function markdown(report) {
   L.push(`# ferrosocket benchmark — ${report.date}${report.quick ? ' (quick)' : ''}`)
   L.push('')
   L.push(`- Command: \`${report.command}\``)
+  if (report.repeat > 1) L.push(`- Every workload × server ran ${report.repeat} times, servers interleaved; tables show medians.`)
   L.push(`- Machine: ${m.cpu_model}, ${m.cpus} CPUs, ${m.mem_gib} GiB RAM, Linux ${m.kernel}; Node ${m.node}; fd limit ${m.nofile}`)
   L.push(`- Pinning: ${report.pinning}`)
   L.push(`- Peers: ${report.peers.map((p) => report.peer_versions[p]).join('; ')}`)
@@ -465,7 +505,8 @@ function markdown(report) {
   }
 
   for (const wl of report.workloads) {
-    const recs = report.runs.filter((r) => r.workload === wl.id)
+    const recs = report.aggregate[wl.id] || []
+    const raw = report.runs.filter((x) => x.workload === wl.id)
     const r = report.ratios[wl.id] || {}
     L.push(`## ${wl.title}`)
     L.push('')
@@ -499,8 +540,12 @@ function markdown(report) {
         )
       }
     }
-    const notes = recs.filter((x) => x.error || (x.summary && !x.summary.ok))
-    for (const n of notes) L.push(`\n⚠ ${n.peer}: ${n.error || describeProblem(wl, n)}`)
+    if (report.repeat > 1) {
+      const sp = recs.filter((x) => x.spread).map((x) => `${x.peer} ${fmtInt(x.spread.min)}–${fmtInt(x.spread.max)}`)
+      L.push(`\nMedians of ${report.repeat} runs per server (peers interleaved). Range of ${wl.kind === 'idle' ? 'RSS bytes per connection' : 'work per server CPU-s'}: ${sp.join('; ')}.`)
+    }
+    const notes = raw.filter((x) => x.error || (x.summary && !x.summary.ok))
+    for (const n of notes) L.push(`\n⚠ ${n.peer}${report.repeat > 1 ? ` (run ${n.rep + 1})` : ''}: ${n.error || describeProblem(wl, n)}`)
     L.push('')
   }
   L.push(`Chart: [${path.basename(report.files.svg)}](${path.basename(report.files.svg)}) · raw data: [${path.basename(report.files.json)}](${path.basename(report.files.json)})`)
@@ -722,21 +767,27 @@ async function main() {
     peer_versions: Object.fromEntries(peers.map((p) => [p, peerVersion(p)])),
     skipped,
     workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns })),
+    repeat: opts.repeat || 1,
     runs: [],
+    aggregate: {},
     ratios: {},
     files,
   }
 
   log(`peers: ${peers.join(', ')}; workloads: ${wls.map((w) => w.id).join(', ')}; ${pinning}`)
   for (const wl of wls) {
-    for (const p of peers) {
-      log(`${wl.id} × ${p}`)
-      const rec = await runOne(p, wl)
-      if (rec.error) log(`  ERROR ${rec.error}`)
-      report.runs.push(rec)
-      await sleep(300)
+    for (let rep = 0; rep < report.repeat; rep++) {
+      for (const p of peers) {
+        log(`${wl.id} × ${p}${report.repeat > 1 ? ` (run ${rep + 1}/${report.repeat})` : ''}`)
+        const rec = await runOne(p, wl)
+        rec.rep = rep
+        if (rec.error) log(`  ERROR ${rec.error}`)
+        report.runs.push(rec)
+        await sleep(300)
+      }
     }
-    report.ratios[wl.id] = ratios(wl, report.runs.filter((r) => r.workload === wl.id))
+    report.aggregate[wl.id] = aggregate(wl, report.runs.filter((r) => r.workload === wl.id), peers)
+    report.ratios[wl.id] = ratios(wl, report.aggregate[wl.id])
     fs.writeFileSync(files.json + '.tmp', JSON.stringify(report, null, 2)) // partial results survive a crash
   }
   report.finished = new Date().toISOString()
