@@ -215,8 +215,10 @@ test('maxPendingBytes: while the JS thread is busy, Rust stops reading once that
     },
   })
   t.after(() => h.close())
+  const shared = new SharedArrayBuffer(8)
+  const queuedFlag = new Int32Array(shared)
   const worker = new Worker(new URL('./fixtures/flood-client-worker.mjs', import.meta.url), {
-    workerData: { url: h.url(), count: N, size: 1000 },
+    workerData: { url: h.url(), count: N, size: 1000, shared },
   })
   t.after(() => worker.terminate())
   const events = []
@@ -241,14 +243,24 @@ test('maxPendingBytes: while the JS thread is busy, Rust stops reading once that
   await nextEvent('open', 5000)
   await h.nextConnection()
   // Block our JS thread first; the worker gets 'go' on its own thread and sends during the block.
+  // Stay blocked until the worker has handed all 32 MB to ws (seen through shared memory), then up
+  // to 3 s more, during which an uncapped server would read everything and the worker's last write
+  // would complete (flag [1]).
   const blockedAt = Date.now()
   worker.postMessage('go')
-  while (Date.now() - blockedAt < 2000) {
+  while (Atomics.load(queuedFlag, 0) === 0 && Date.now() - blockedAt < 15_000) {
     /* the JS thread is busy: nothing drains the bytes Rust reads for it */
   }
+  const queuedSeen = Atomics.load(queuedFlag, 0) === 1
+  const graceFrom = Date.now()
+  while (Atomics.load(queuedFlag, 1) === 0 && Date.now() - graceFrom < 3000) {
+    /* still busy */
+  }
+  const writtenWhileBlocked = Atomics.load(queuedFlag, 1) === 1
   const unblockedAt = Date.now()
-  const queued = await nextEvent('queued', 5000)
-  assert.ok(queued.at < unblockedAt - 500, `precondition: the worker queued its 32 MB while the JS thread was blocked (${unblockedAt - queued.at} ms before)`)
+  assert.ok(queuedSeen, 'precondition: the worker queued its 32 MB while the JS thread was blocked')
+  assert.equal(writtenWhileBlocked, false, 'the client wrote all 32 MB while the JS thread was blocked: Rust kept reading past maxPendingBytes')
+  await nextEvent('queued', 5000)
   const all = condition(() => handled.length === N, 30_000, `all ${N} messages handled`)
   notify = all.signal
   await all.done
