@@ -63,9 +63,39 @@ export type OutData<C extends Contract, E extends OutEvent<C>> = InferInput<C['o
 // Options
 // ---------------------------------------------------------------------------------------------
 
+/** The HTTP upgrade request, as `authenticate` sees it. */
+export interface UpgradeRequest {
+  /** Request target: path and query string. */
+  url: string
+  path: string
+  /** Query parameters (the last value wins for repeated keys). */
+  query: Record<string, string>
+  /** Lower-cased header names; repeated headers joined with `', '` (`'; '` for cookie). */
+  headers: Record<string, string>
+  /** Client address (honours `trustProxy`). */
+  remoteAddress: string
+  /** Namespace the path is mounted on (`'/'` for the default). */
+  namespace: string
+}
+
+/** Accept the upgrade, optionally naming the user and attaching data to the connection. */
+export interface AuthAccept<D> {
+  userId?: string
+  data?: D
+}
+
+/** Reject the upgrade with this HTTP status (400–599) and body. */
+export interface AuthReject {
+  status: number
+  message?: string
+}
+
+export type AuthResult<D> = AuthAccept<D> | AuthReject | boolean | null | undefined
+
 export interface ServerOptions<
   C extends Contract = UntypedContract,
   NS extends Record<string, Contract> = {},
+  D = undefined,
 > {
   /** Interface to bind. Default `'0.0.0.0'`. */
   host?: string
@@ -101,8 +131,32 @@ export interface ServerOptions<
   handshakeTimeoutMs?: number
   /** Rust I/O threads. Default: available cores. */
   workerThreads?: number
+  /**
+   * Decide each upgrade before the WebSocket exists (Rust holds the socket meanwhile). Return
+   * `{ userId?, data? }` (or `true`) to accept; `false`/nothing or a thrown error rejects with 401;
+   * `{ status, message }` rejects with that status. A thrown error's `status` is used and its
+   * message sent only when `error.expose` is true. Must settle within `handshakeTimeoutMs` (else 503).
+   */
+  authenticate?: (request: UpgradeRequest) => AuthResult<D> | Promise<AuthResult<D>>
+  /**
+   * Allowed `Origin` values: exact (`'https://app.example'`), host only (`'app.example'`, any scheme)
+   * or subdomain wildcards (`'*.example.com'`). Others get 403. Requests without `Origin` (non-browser
+   * clients) are allowed. Default: any origin — see README "Security".
+   */
+  allowedOrigins?: string[]
+  /**
+   * Which proxies may set the client address via `X-Forwarded-For` / `X-Real-IP`: `true` (all),
+   * a hop count, or proxy addresses / CIDR ranges. Default: none (the TCP peer address).
+   */
+  trustProxy?: boolean | number | string | string[]
+  /** Subprotocols spoken; the first one the client offers that is listed here is selected. */
+  protocols?: string[]
+  /** Refuse (400) clients that offer none of `protocols`. Default `false`. */
+  requireProtocol?: boolean
+  /** Do not bind a port: connections arrive only through `handleUpgrade`. Default `false`. */
+  noListen?: boolean
   /** Called with errors thrown by handlers (the connection is closed 1011 either way). Default: `console.error`. */
-  onError?: (error: unknown, conn: Connection<any> | undefined) => void
+  onError?: (error: unknown, conn: Connection<any, any> | undefined) => void
 }
 
 export interface ShutdownOptions {
@@ -138,14 +192,27 @@ export interface CloseInfo {
   reason: string
 }
 
-export interface Connection<C extends Contract = UntypedContract> {
+export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   /** Unique id of this connection within the server. */
   readonly id: string
   /** Namespace name; `'/'` for the default namespace. */
   readonly namespace: string
   readonly userId: string | undefined
-  /** Peer address as seen by the TCP socket (`ip:port` stripped to the ip). */
+  /** Client address: the TCP peer, or the forwarded client address when `trustProxy` allows. */
   readonly remoteAddress: string
+  /** Request headers of the upgrade (lower-cased names). */
+  readonly headers: Readonly<Record<string, string>>
+  /** Request target of the upgrade (path and query string). */
+  readonly url: string
+  readonly query: Readonly<Record<string, string>>
+  /** Negotiated subprotocol, if any. */
+  readonly protocol: string | undefined
+  /** What `authenticate` returned as `data`. */
+  readonly data: D
+  /** Unix time (ms) the connection opened. */
+  readonly openedAt: number
+  /** Unix time (ms) bytes were last received from the peer (any frame, pongs included). */
+  readonly lastSeenAt: number
   /** Rooms this connection has joined. */
   readonly rooms: ReadonlySet<string>
   /** False once the connection has closed (or started closing). */
@@ -171,15 +238,29 @@ export interface Connection<C extends Contract = UntypedContract> {
   close(code?: number, reason?: string): void
 }
 
-export interface Server<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}> {
+/** The parts of Node's `http.IncomingMessage` that `handleUpgrade` reads. */
+export interface UpgradeIncomingMessage {
+  method?: string
+  url?: string
+  httpVersion: string
+  rawHeaders: string[]
+}
+
+export interface Server<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined> {
   /** Bound port (after `listen()` resolves). */
   readonly port: number
   /** Number of open connections. */
   readonly connectionCount: number
   listen(): Promise<void>
-  onConnection(handler: (conn: Connection<C>) => void): this
-  onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K]>) => void): this
-  getConnection(id: string): Connection<any> | undefined
+  /**
+   * Attach mode: hand an upgrade received by a Node HTTP server (`httpServer.on('upgrade', …)`) to
+   * Rust. The socket's descriptor is duplicated into Rust and Node's socket destroyed; the WebSocket
+   * then lives until it closes or `shutdown()`, whatever happens to the HTTP server. Linux and macOS.
+   */
+  handleUpgrade(request: UpgradeIncomingMessage, socket: object, head: Uint8Array): void
+  onConnection(handler: (conn: Connection<C, D>) => void | Promise<void>): this
+  onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K], D>) => void | Promise<void>): this
+  getConnection(id: string): Connection<any, D> | undefined
 
   broadcast<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
   broadcast<K extends keyof NS & string, E extends OutEvent<NS[K]>>(event: E, data: OutData<NS[K], E>, namespace: K): void
@@ -194,9 +275,9 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   shutdown(code?: number, reason?: string, options?: ShutdownOptions): Promise<void>
 }
 
-export function createServer<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}>(
-  options?: ServerOptions<C, NS>,
-): Server<C, NS>
+export function createServer<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined>(
+  options?: ServerOptions<C, NS, D>,
+): Server<C, NS, D>
 
 /** Close codes used by the server (RFC 6455 §7.4). */
 export declare const CloseCode: {

@@ -4,21 +4,30 @@
 // and every handled message is acknowledged so Rust can resume reading a paused socket.
 
 const { hasEvent, serialisableIssues } = require('./contract')
+const { parseHead } = require('./request')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
 
 /** Handler key for raw-mode namespaces (no envelope). */
 const RAW = Symbol('raw')
 
 class Connection {
-  /** @param {import('./server').Server} server */
-  constructor(server, nativeId, namespace, remoteAddress) {
+  /**
+   * @param {import('./server').Server} server
+   * @param {{ remoteAddress: string, head: string, request?: object, userId?: string, data?: unknown, protocol?: string }} opened
+   */
+  constructor(server, nativeId, namespace, opened) {
     this._server = server
     this._nid = nativeId
     this._ns = namespace
+    this._head = opened.head
+    this._request = opened.request
     this.id = String(nativeId)
     this.namespace = namespace.name
-    this.remoteAddress = remoteAddress
-    this.userId = undefined
+    this.remoteAddress = opened.remoteAddress
+    this.protocol = opened.protocol ?? undefined
+    this.data = opened.data
+    this.openedAt = Date.now()
+    this.userId = opened.userId ?? undefined
     this.rooms = new Set()
     this._handlers = new Map()
     this._queue = []
@@ -28,6 +37,30 @@ class Connection {
     this._closeInfo = undefined
     this._closeHandlers = []
     this._closeWaiters = []
+  }
+
+  get headers() {
+    return this._parsedRequest().headers
+  }
+
+  get url() {
+    return this._parsedRequest().url
+  }
+
+  get query() {
+    return this._parsedRequest().query
+  }
+
+  /** Unix time (ms) of the last bytes received (any frame, pongs included). */
+  get lastSeenAt() {
+    if (this._closeInfo === undefined) this._lastSeenAt = this._server._native.lastSeen(this._nid) ?? this._lastSeenAt
+    return this._lastSeenAt ?? this.openedAt
+  }
+
+  _parsedRequest() {
+    this._request ??= parseHead(this._head ?? 'GET / HTTP/1.1\r\n\r\n')
+    this._head = undefined
+    return this._request
   }
 
   get isOpen() {

@@ -7,12 +7,15 @@ const { NativeServer } = require('../binding.js')
 const { Connection } = require('./connection')
 const { validateOutbound } = require('./contract')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
+const { parseHead, headFromIncomingMessage } = require('./request')
 
 const KIND_OPEN = 0
 const KIND_MESSAGE = 1
 const KIND_CLOSE = 2
 const KIND_SHUTDOWN = 3
 const KIND_RAW = 4
+const KIND_HANDSHAKE = 5
+const KIND_ABANDONED = 6
 
 const DEFAULT_NAMESPACE = '/'
 
@@ -20,6 +23,24 @@ function positive(name, value, fallback) {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value)) {
     throw new TypeError(`option ${name} must be a non-negative number, got ${value}`)
+  }
+  return value
+}
+
+/** `trustProxy`: true (every hop), a hop count, or proxy addresses/CIDR ranges (array or comma list). */
+function trustProxyOptions(value) {
+  if (value === undefined || value === false) return {}
+  if (value === true) return { trustProxyAll: true }
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return { trustProxyHops: value }
+  if (typeof value === 'string') value = value.split(',')
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return { trustProxyList: value.map((v) => v.trim()) }
+  throw new TypeError('option trustProxy must be true, a hop count, or a list of proxy addresses')
+}
+
+function stringList(name, value) {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) {
+    throw new TypeError(`option ${name} must be an array of non-empty strings`)
   }
   return value
 }
@@ -48,9 +69,16 @@ class Server {
     this._ackCounts = new Map()
     this._ackScheduled = false
     this._port = undefined
+    this._started = false
+    this._noListen = options.noListen === true
+    this._authenticate = options.authenticate
+    this._authStash = new Map() // auth id -> { request, userId, data } until the connection opens
     this._keepAlive = undefined
     this._shutdown = undefined
     this._shutdownResolve = undefined
+    if (this._authenticate !== undefined && typeof this._authenticate !== 'function') {
+      throw new TypeError('option authenticate must be a function')
+    }
     if (options.onInvalidMessage !== undefined && !['close', 'reply'].includes(options.onInvalidMessage)) {
       throw new TypeError(`option onInvalidMessage must be 'close' or 'reply'`)
     }
@@ -75,6 +103,11 @@ class Server {
         handshakeTimeoutMs: positive('handshakeTimeoutMs', options.handshakeTimeoutMs, undefined),
         replyOnInvalid: this._replyOnInvalid,
         workerThreads: positive('workerThreads', options.workerThreads, undefined),
+        allowedOrigins: stringList('allowedOrigins', options.allowedOrigins),
+        ...trustProxyOptions(options.trustProxy),
+        protocols: stringList('protocols', options.protocols),
+        requireProtocol: options.requireProtocol === true,
+        authenticate: this._authenticate !== undefined,
         panicOnEvent: options.__testPanicOnEvent,
       },
       (json) => this._onBatch(json),
@@ -91,8 +124,41 @@ class Server {
 
   async listen() {
     if (this._shutdown) throw new Error('the server was shut down')
+    if (this._noListen) throw new Error('this server was created with noListen: attach it with handleUpgrade() instead')
     this._port = this._native.listen()
-    // Like net.Server: a listening server keeps the process alive (the Rust callback is weak).
+    this._start()
+  }
+
+  /**
+   * Takes over an upgrade received by a Node HTTP server (`server.on('upgrade', …)`): the socket's
+   * file descriptor is duplicated into Rust, which runs the handshake and owns the WebSocket from
+   * then on; Node's socket is destroyed (closing only Node's descriptor).
+   */
+  handleUpgrade(req, socket, head) {
+    if (process.platform === 'win32') {
+      throw new Error('ferrosocket: handleUpgrade (attach mode) is not supported on Windows; give the server its own port with listen()')
+    }
+    if (this._shutdown) {
+      socket.destroy()
+      return
+    }
+    const handle = socket?._handle
+    if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) {
+      throw new TypeError('ferrosocket: handleUpgrade needs a plain TCP net.Socket (terminate TLS in front of Node)')
+    }
+    handle.readStop?.()
+    const parts = [Buffer.from(headFromIncomingMessage(req), 'latin1')]
+    if (head?.length) parts.push(Buffer.from(head))
+    // Bytes Node read after the head but nobody consumed yet (an async router may have delayed us).
+    if (socket.readableLength > 0) parts.push(socket.read(socket.readableLength))
+    this._native.adopt(handle.fd, Buffer.concat(parts))
+    this._start()
+    socket.destroy()
+  }
+
+  /** Like net.Server: a running server keeps the process alive (the Rust callback is weak). */
+  _start() {
+    this._started = true
     this._keepAlive ??= setInterval(() => {}, 0x7fffffff)
   }
 
@@ -140,7 +206,7 @@ class Server {
     if (this._shutdown) return this._shutdown
     assertSendableCode(code)
     const timeoutMs = positive('timeoutMs', options.timeoutMs, 5000)
-    if (this._port === undefined) {
+    if (!this._started) {
       this._shutdown = Promise.resolve()
       this._native.shutdown(code, String(reason), 0)
       return this._shutdown
@@ -214,7 +280,13 @@ class Server {
             break
           }
           case KIND_OPEN:
-            this._opened(entry[1], entry[2], entry[3])
+            this._opened(entry)
+            break
+          case KIND_HANDSHAKE:
+            this._authenticateUpgrade(entry[1], entry[2], entry[3], entry[4])
+            break
+          case KIND_ABANDONED:
+            this._authStash.delete(entry[1])
             break
           case KIND_CLOSE:
             this._closed(entry[1], entry[2], entry[3])
@@ -236,8 +308,51 @@ class Server {
     }
   }
 
-  _opened(id, nsIndex, remoteAddress) {
-    const conn = new Connection(this, id, this._namespaces[nsIndex], remoteAddress)
+  /** Runs `authenticate` for a held upgrade and tells Rust the verdict. */
+  _authenticateUpgrade(authId, nsIndex, remoteAddress, head) {
+    const parsed = parseHead(head)
+    const request = { ...parsed, remoteAddress, namespace: this._namespaces[nsIndex].name }
+    const reject = (status, message) => this._native.resolveHandshake(authId, false, null, status, message)
+    let verdict
+    try {
+      verdict = Promise.resolve(this._authenticate(request))
+    } catch (error) {
+      verdict = Promise.reject(error)
+    }
+    verdict.then(
+      (result) => {
+        if (result && typeof result === 'object' && typeof result.status === 'number') {
+          return reject(result.status, result.message ?? '')
+        }
+        if (!result) return reject(401, '')
+        const accepted = result === true ? {} : result
+        if (accepted.userId !== undefined && (typeof accepted.userId !== 'string' || accepted.userId === '')) {
+          this._reportError(new TypeError('authenticate: userId must be a non-empty string'))
+          return reject(500, '')
+        }
+        this._authStash.set(authId, { request: parsed, userId: accepted.userId, data: accepted.data })
+        if (!this._native.resolveHandshake(authId, true, accepted.userId ?? null, null, null)) {
+          this._authStash.delete(authId) // the client left or the handshake timed out meanwhile
+        }
+      },
+      (error) => {
+        // A thrown error rejects with its `status` (default 401); its message is not sent to the
+        // client unless it is marked `expose` (as in http-errors).
+        const status = Number.isInteger(error?.status) ? error.status : 401
+        reject(status, error?.expose ? String(error.message) : '')
+      },
+    )
+  }
+
+  _opened(entry) {
+    const [, id, nsIndex, remoteAddress, authId, head, protocol] = entry
+    const opened = { remoteAddress, head, protocol }
+    if (authId) {
+      const stash = this._authStash.get(authId)
+      this._authStash.delete(authId)
+      Object.assign(opened, stash)
+    }
+    const conn = new Connection(this, id, this._namespaces[nsIndex], opened)
     this._connections.set(id, conn)
     for (const handler of this._connectionHandlers[nsIndex]) {
       try {

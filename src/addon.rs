@@ -2,6 +2,8 @@
 //! catches panics (`catch_unwind`) so a bug surfaces as a JS exception, never as an abort.
 
 use crate::config::{Config, NamespaceConfig};
+use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
+use crate::upgrade::AuthVerdict;
 use crate::registry::Audience;
 use crate::server::Server;
 use napi::bindgen_prelude::*;
@@ -37,6 +39,14 @@ pub struct ServerOptions {
     pub handshake_timeout_ms: Option<f64>,
     pub reply_on_invalid: Option<bool>,
     pub worker_threads: Option<u32>,
+    pub allowed_origins: Option<Vec<String>>,
+    /// `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges.
+    pub trust_proxy_all: Option<bool>,
+    pub trust_proxy_hops: Option<u32>,
+    pub trust_proxy_list: Option<Vec<String>>,
+    pub protocols: Option<Vec<String>>,
+    pub require_protocol: Option<bool>,
+    pub authenticate: Option<bool>,
     pub panic_on_event: Option<String>,
 }
 
@@ -48,9 +58,34 @@ fn millis(v: Option<f64>, default: Duration) -> Duration {
     v.map_or(default, |ms| Duration::from_millis(ms.max(0.0) as u64))
 }
 
-fn to_config(o: ServerOptions) -> Config {
+fn invalid(message: String) -> Error {
+    Error::new(Status::InvalidArg, message)
+}
+
+fn to_trust_proxy(o: &ServerOptions) -> Result<TrustProxy> {
+    if o.trust_proxy_all == Some(true) {
+        return Ok(TrustProxy::All);
+    }
+    if let Some(hops) = o.trust_proxy_hops {
+        return Ok(if hops == 0 { TrustProxy::None } else { TrustProxy::Hops(hops as usize) });
+    }
+    if let Some(list) = &o.trust_proxy_list {
+        let ranges = list.iter().map(|s| IpRange::parse(s)).collect::<std::result::Result<_, _>>();
+        return ranges.map(TrustProxy::List).map_err(invalid);
+    }
+    Ok(TrustProxy::None)
+}
+
+fn to_config(o: ServerOptions) -> Result<Config> {
     let d = Config::default();
-    Config {
+    let trust_proxy = to_trust_proxy(&o)?;
+    let allowed_origins = match &o.allowed_origins {
+        Some(list) => Some(
+            list.iter().map(|p| OriginPattern::parse(p)).collect::<std::result::Result<Vec<_>, _>>().map_err(invalid)?,
+        ),
+        None => None,
+    };
+    Ok(Config {
         host: o.host.unwrap_or(d.host),
         port: o.port.map_or(d.port, |p| p as u16),
         namespaces: o
@@ -78,8 +113,13 @@ fn to_config(o: ServerOptions) -> Config {
         handshake_timeout: millis(o.handshake_timeout_ms, d.handshake_timeout),
         reply_on_invalid: o.reply_on_invalid.unwrap_or(d.reply_on_invalid),
         worker_threads: o.worker_threads.map_or(d.worker_threads, |n| n as usize),
+        allowed_origins,
+        trust_proxy,
+        protocols: o.protocols.unwrap_or_default(),
+        require_protocol: o.require_protocol.unwrap_or(false),
+        authenticate: o.authenticate.unwrap_or(false),
         panic_on_event: o.panic_on_event,
-    }
+    })
 }
 
 fn ids(values: &[f64]) -> Vec<u64> {
@@ -109,7 +149,7 @@ impl NativeServer {
             }
         });
         let server = Arc::new(
-            Server::new(to_config(options), wake).map_err(|e| Error::new(Status::InvalidArg, e))?,
+            Server::new(to_config(options)?, wake).map_err(invalid)?,
         );
         let blobs = Arc::new(Mutex::new(Vec::new()));
         // Weak: the callback must not keep the server (and its runtime) alive after JS drops it.
@@ -240,6 +280,39 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn rtt(&self, id: f64) -> Option<f64> {
         self.server.rtt_us(id as u64).map(|us| us as f64 / 1000.0)
+    }
+
+    /// Unix time in milliseconds of the last bytes received on a connection.
+    #[napi(catch_unwind)]
+    pub fn last_seen(&self, id: f64) -> Option<f64> {
+        self.server.last_seen_ms(id as u64).map(|ms| ms as f64)
+    }
+
+    /// Answers a held upgrade: accept (optionally as `user`) or reject with `status`/`message`.
+    /// Returns false when the handshake is no longer waiting (timed out or the client left).
+    #[napi(catch_unwind)]
+    pub fn resolve_handshake(
+        &self,
+        auth_id: f64,
+        accept: bool,
+        user: Option<String>,
+        status: Option<u32>,
+        message: Option<String>,
+    ) -> bool {
+        let verdict = if accept {
+            AuthVerdict::Accept { user }
+        } else {
+            let status = status.filter(|s| (400..600).contains(s)).unwrap_or(401) as u16;
+            AuthVerdict::Reject { status, message: message.unwrap_or_default() }
+        };
+        self.server.resolve_handshake(auth_id as u64, verdict)
+    }
+
+    /// Takes over an upgrade read by Node's HTTP server: `fd` is duplicated, so the caller must
+    /// destroy its socket afterwards; `initial` = request head + bytes received after it.
+    #[napi(catch_unwind)]
+    pub fn adopt(&self, fd: i32, initial: Buffer) -> Result<()> {
+        self.server.adopt(fd, initial.to_vec()).map_err(|e| Error::from_reason(format!("cannot adopt socket: {e}")))
     }
 
     /// Flat `[id, count, id, count, …]` pairs of handled messages.

@@ -4,11 +4,14 @@
 //! so under load one N-API call carries thousands of messages instead of one call per message.
 //!
 //! Entry shapes (first element is the kind):
-//! - `[0, id, namespaceIndex, "remoteAddress"]`    connection opened
+//! - `[0, id, namespaceIndex, "remoteAddress", authId, "head"|null, "protocol"|null]`  connection
+//!   opened (`head`: the HTTP request head, null when JS already got it with the handshake entry)
 //! - `[1, id, "event", data, meta|null, reqId|null]`  envelope message (`data` verbatim JSON)
 //! - `[2, id, code, "reason"]`                     connection closed (always after its messages)
 //! - `[3]`                                         shutdown finished
 //! - `[4, id, isBinary, blobIndex]`                raw-mode message, bytes in the blob list
+//! - `[5, authId, namespaceIndex, "remoteAddress", "head"]`  upgrade held for `authenticate`
+//! - `[6, authId]`                                 an accepted handshake failed before opening
 
 use crate::envelope::Envelope;
 use parking_lot::Mutex;
@@ -20,6 +23,8 @@ pub const KIND_MESSAGE: u8 = 1;
 pub const KIND_CLOSE: u8 = 2;
 pub const KIND_SHUTDOWN: u8 = 3;
 pub const KIND_RAW: u8 = 4;
+pub const KIND_HANDSHAKE: u8 = 5;
+pub const KIND_ABANDONED: u8 = 6;
 
 #[derive(Default)]
 struct Batch {
@@ -73,11 +78,39 @@ impl Bridge {
         }
     }
 
-    pub fn push_open(&self, id: u64, namespace: usize, remote_address: &str) {
+    pub fn push_open(
+        &self,
+        id: u64,
+        namespace: usize,
+        remote_address: &str,
+        auth_id: u64,
+        head: Option<&str>,
+        protocol: Option<&str>,
+    ) {
         self.push(|b| {
             let _ = write!(b.json, "[{KIND_OPEN},{id},{namespace},");
             push_json_str(&mut b.json, remote_address);
+            let _ = write!(b.json, ",{auth_id},");
+            push_json_opt(&mut b.json, head);
+            b.json.push(',');
+            push_json_opt(&mut b.json, protocol);
             b.json.push(']');
+        });
+    }
+
+    pub fn push_handshake(&self, auth_id: u64, namespace: usize, remote_address: &str, head: &str) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_HANDSHAKE},{auth_id},{namespace},");
+            push_json_str(&mut b.json, remote_address);
+            b.json.push(',');
+            push_json_str(&mut b.json, head);
+            b.json.push(']');
+        });
+    }
+
+    pub fn push_abandoned(&self, auth_id: u64) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_ABANDONED},{auth_id}]");
         });
     }
 
@@ -126,6 +159,13 @@ impl Bridge {
     }
 }
 
+fn push_json_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
 /// Appends `s` as a JSON string literal.
 fn push_json_str(out: &mut String, s: &str) {
     // serde_json's escaping is correct for every code point; the String write cannot fail.
@@ -146,7 +186,7 @@ mod tests {
     #[test]
     fn one_wake_per_batch_and_valid_json() {
         let (b, wakes) = bridge();
-        b.push_open(1, 0, "127.0.0.1");
+        b.push_open(1, 0, "127.0.0.1", 0, Some("GET / HTTP/1.1\r\n\r\n"), None);
         let env = crate::envelope::parse(r#"{"event":"e","data":{"x":"\u00e9"},"id":"r1"}"#).unwrap();
         b.push_message(1, &env);
         b.push_close(1, 1000, "bye \"now\"");
@@ -155,11 +195,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&taken.json).unwrap();
         assert_eq!(
             v,
-            serde_json::json!([[0, 1, 0, "127.0.0.1"], [1, 1, "e", {"x": "é"}, null, "r1"], [2, 1, 1000, "bye \"now\""]])
+            serde_json::json!([[0, 1, 0, "127.0.0.1", 0, "GET / HTTP/1.1\r\n\r\n", null], [1, 1, "e", {"x": "é"}, null, "r1"], [2, 1, 1000, "bye \"now\""]])
         );
         assert!(b.take().json.is_empty());
         b.push_shutdown_complete();
         assert_eq!(wakes.load(Ordering::SeqCst), 2, "a new batch wakes JS again");
+        b.push_handshake(7, 1, "::1", "GET /ws HTTP/1.1\r\n\r\n");
+        b.push_abandoned(7);
+        let v: serde_json::Value = serde_json::from_str(&b.take().json).unwrap();
+        assert_eq!(v, serde_json::json!([[3], [5, 7, 1, "::1", "GET /ws HTTP/1.1\r\n\r\n"], [6, 7]]));
     }
 
     #[test]

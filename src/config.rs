@@ -1,6 +1,7 @@
 //! Server options after validation. Built once by the N-API adapter from the JS options object;
 //! everything downstream reads plain Rust values.
 
+use crate::protocol::policy::{OriginPattern, TrustProxy};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -36,6 +37,15 @@ pub struct Config {
     /// Answer invalid input with an `error` event instead of closing.
     pub reply_on_invalid: bool,
     pub worker_threads: usize,
+    /// Allowed `Origin`s; `None` allows any.
+    pub allowed_origins: Option<Vec<OriginPattern>>,
+    pub trust_proxy: TrustProxy,
+    /// Subprotocols we speak, in no particular order (the client's preference wins).
+    pub protocols: Vec<String>,
+    /// Refuse (400) clients that offer none of `protocols`.
+    pub require_protocol: bool,
+    /// Hold each upgrade until JS decides (`authenticate`).
+    pub authenticate: bool,
     /// Test hook: a connection task panics when it receives this event.
     pub panic_on_event: Option<String>,
 }
@@ -61,6 +71,11 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             reply_on_invalid: false,
+            allowed_origins: None,
+            trust_proxy: TrustProxy::None,
+            protocols: Vec::new(),
+            require_protocol: false,
+            authenticate: false,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             panic_on_event: None,
         }
@@ -90,6 +105,9 @@ impl Config {
         }
         if self.max_inflight_messages == 0 {
             return Err("maxInflightMessages must be positive".into());
+        }
+        if self.require_protocol && self.protocols.is_empty() {
+            return Err("requireProtocol needs at least one entry in protocols".into());
         }
         if self.worker_threads == 0 {
             return Err("workerThreads must be positive".into());

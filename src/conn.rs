@@ -18,6 +18,12 @@ use tokio::sync::Notify;
 
 const PING_FRAME: &[u8] = &[0x80 | frame::OP_PING, 0];
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// How the connection ended, as reported to `onClose`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReport {
@@ -49,6 +55,8 @@ pub struct Conn {
     reading_paused: AtomicBool,
     terminate: AtomicBool,
     ping_sent_at_us: AtomicU64,
+    /// Unix time (ms) of the last read from the peer.
+    last_seen_ms: AtomicU64,
     rtt_us: AtomicU64,
     epoch: Instant,
 }
@@ -78,6 +86,7 @@ impl Conn {
             reading_paused: AtomicBool::new(false),
             terminate: AtomicBool::new(false),
             ping_sent_at_us: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(unix_ms()),
             rtt_us: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -251,6 +260,15 @@ impl Conn {
 
     pub(crate) fn saw_frame(&self) {
         self.alive.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the peer (one clock read per socket read, not per frame).
+    pub(crate) fn touch(&self) {
+        self.last_seen_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn saw_pong(&self) {

@@ -131,6 +131,7 @@ impl Session<'_> {
                 match self.dispatch.conn.stream().try_read(&mut buf) {
                     Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => {
+                        self.dispatch.conn.touch();
                         self.ingest(&mut buf[..n]);
                         Ok(())
                     }

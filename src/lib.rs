@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod upgrade;
 
 /// The N-API adapter. Left out of `cargo test`: test binaries cannot link N-API symbols.
 #[cfg(not(test))]

@@ -5,11 +5,10 @@
 use crate::bridge::{Bridge, TakenBatch};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::connection;
 use crate::protocol::close;
 use crate::protocol::frame;
-use crate::protocol::handshake::{self, Decision, HeadRead};
 use crate::registry::{Audience, Registry};
+use crate::upgrade::{self, AuthVerdict, PendingAuth};
 use parking_lot::Mutex;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -17,8 +16,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -32,9 +30,18 @@ pub struct Shared {
     next_id: AtomicU64,
     shutting_down: AtomicBool,
     all_closed: Notify,
+    pub(crate) pending_auth: PendingAuth,
 }
 
 impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Called by a connection's lifecycle guard after it reported its close.
     pub(crate) fn connection_closed(&self) {
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -43,7 +50,7 @@ impl Shared {
     }
 
     /// Reserves a slot under `maxConnections`; false when full.
-    fn try_open(&self) -> bool {
+    pub(crate) fn try_open(&self) -> bool {
         let max = self.config.max_connections;
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1))
@@ -93,6 +100,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             all_closed: Notify::new(),
+            pending_auth: PendingAuth::default(),
             config,
         });
         Ok(Self {
@@ -189,6 +197,43 @@ impl Server {
         }
     }
 
+    /// JS's answer to a held upgrade; false when that handshake is no longer waiting.
+    pub fn resolve_handshake(&self, id: u64, verdict: AuthVerdict) -> bool {
+        self.shared.pending_auth.resolve(id, verdict)
+    }
+
+    /// Takes over a socket whose HTTP request another server (Node's `http`) has read: `fd` is
+    /// duplicated (the caller then closes its own descriptor) and `initial` holds the request
+    /// head and any bytes read after it. The handshake then runs exactly as for our listener.
+    #[cfg(unix)]
+    pub fn adopt(&self, fd: i32, initial: Vec<u8>) -> io::Result<()> {
+        use std::os::fd::BorrowedFd;
+        if self.shared.is_shutting_down() {
+            return Err(io::Error::other("the server was shut down"));
+        }
+        // SAFETY: the caller guarantees `fd` is an open socket descriptor for the duration of
+        // this call (Node's handle is still open); we only borrow it to duplicate it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let owned = borrowed.try_clone_to_owned()?;
+        let std_stream = std::net::TcpStream::from(owned);
+        std_stream.set_nonblocking(true)?;
+        let peer = std_stream.peer_addr()?;
+        let _guard = self.runtime().enter();
+        let stream = tokio::net::TcpStream::from_std(std_stream)?;
+        self.runtime().spawn(upgrade::handshake_then_serve(stream, peer, self.shared.clone(), initial));
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    pub fn adopt(&self, _fd: i32, _initial: Vec<u8>) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "attaching sockets is only supported on Linux and macOS"))
+    }
+
+    /// Unix time in milliseconds of the last frame from a connection.
+    pub fn last_seen_ms(&self, id: u64) -> Option<u64> {
+        self.shared.registry.get(id).map(|c| c.last_seen_ms())
+    }
+
     pub fn take_batch(&self) -> TakenBatch {
         self.shared.bridge.take()
     }
@@ -200,6 +245,7 @@ impl Server {
         if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.shared.pending_auth.reject_all();
         self.stop_accepting.notify_one();
         for task in self.tasks.lock().drain(..) {
             task.abort();
@@ -249,7 +295,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notif
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(handshake_then_serve(stream, peer, shared.clone()));
+                    tokio::spawn(upgrade::handshake_then_serve(stream, peer, shared.clone(), Vec::new()));
                 }
                 // Out of file descriptors or similar: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -269,81 +315,4 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
             }
         }
     }
-}
-
-/// Reads the request head within the handshake timeout. `Err(Some(status))` asks for an HTTP
-/// error response; `Err(None)` means drop the socket silently (timeout, EOF).
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(handshake::UpgradeRequest, usize), Option<u16>> {
-    loop {
-        if stream.read_buf(buf).await.map_err(|_| None)? == 0 {
-            return Err(None);
-        }
-        match handshake::read_head(buf) {
-            HeadRead::Partial => continue,
-            HeadRead::Complete(req, len) => return Ok((req, len)),
-            HeadRead::Reject(status) => return Err(Some(status)),
-        }
-    }
-}
-
-async fn reject(mut stream: TcpStream, status: u16) {
-    let _ = stream.write_all(&handshake::error_response(status)).await;
-    let _ = stream.shutdown().await;
-}
-
-async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(shared.config.handshake_timeout, read_head(&mut stream, &mut buf)).await;
-    let (request, head_len) = match head {
-        Ok(Ok(parsed)) => parsed,
-        Ok(Err(Some(status))) => return reject(stream, status).await,
-        Ok(Err(None)) | Err(_) => return, // EOF or too slow (slowloris): just drop
-    };
-    let (namespace, accept_key) = match handshake::decide(&request, |path| shared.config.route(path)) {
-        Decision::Accept { route, accept_key } => (route, accept_key),
-        Decision::Reject(status) => return reject(stream, status).await,
-    };
-    if shared.shutting_down.load(Ordering::Acquire) {
-        return reject(stream, 503).await;
-    }
-    if stream.write_all(&handshake::switching_protocols(&accept_key)).await.is_err() {
-        return;
-    }
-    if !shared.try_open() {
-        return refuse_over_capacity(stream, &shared.config).await;
-    }
-    let config = &shared.config;
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let conn = Arc::new(Conn::new(
-        id,
-        namespace,
-        stream,
-        config.max_queued_messages,
-        config.max_buffered_bytes,
-        config.max_inflight_messages,
-    ));
-    shared.registry.insert(id, namespace, conn.clone());
-    shared.bridge.push_open(id, namespace, &peer.ip().to_canonical().to_string());
-    if shared.shutting_down.load(Ordering::Acquire) {
-        // Shutdown began while we were registering: close like every other connection.
-        conn.close(close::GOING_AWAY, "Server shutting down");
-    }
-    buf.drain(..head_len);
-    connection::serve(conn, shared, buf).await;
-}
-
-/// Over `maxConnections`: complete the upgrade only to say why (1013), never reaching JS.
-async fn refuse_over_capacity(mut stream: TcpStream, config: &Config) {
-    let frame = frame::encode_close(close::TRY_AGAIN_LATER, "concurrency-limit-exceeded");
-    if stream.write_all(&frame).await.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    // Drain until the peer closes so our close frame is not destroyed by a reset.
-    let mut sink = [0u8; 1024];
-    let _ = tokio::time::timeout(config.close_timeout, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
 }

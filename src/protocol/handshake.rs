@@ -124,21 +124,24 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The `101 Switching Protocols` response.
-pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
+/// The `101 Switching Protocols` response, naming the chosen subprotocol if any.
+pub fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let protocol = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n{protocol}\r\n"
     )
     .into_bytes()
 }
 
 /// A complete error response that closes the connection. 400 and 426 carry
 /// `Sec-WebSocket-Version: 13` (RFC 6455 §4.4) and 426 names the protocol to upgrade to.
-pub fn error_response(status: u16) -> Vec<u8> {
+/// `body` replaces the default text (the reason phrase); CR/LF are not allowed in it.
+pub fn error_response(status: u16, body: Option<&str>) -> Vec<u8> {
     let text = match status {
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
+        408 => "Request Timeout",
         404 => "Not Found",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
@@ -151,9 +154,10 @@ pub fn error_response(status: u16) -> Vec<u8> {
         400 => "Connection: close\r\nSec-WebSocket-Version: 13\r\n",
         _ => "Connection: close\r\n",
     };
+    let body = body.filter(|b| !b.is_empty()).unwrap_or(text).replace(['\r', '\n'], " ");
     format!(
-        "HTTP/1.1 {status} {text}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
+        "HTTP/1.1 {status} {text}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .into_bytes()
 }
@@ -215,10 +219,21 @@ mod tests {
 
     #[test]
     fn error_responses_name_the_version_where_rfc_asks() {
-        let r = String::from_utf8(error_response(426)).unwrap();
+        let r = String::from_utf8(error_response(426, None)).unwrap();
         assert!(r.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(r.contains("Sec-WebSocket-Version: 13"));
-        let r = String::from_utf8(error_response(404)).unwrap();
+        let r = String::from_utf8(error_response(404, None)).unwrap();
         assert!(!r.contains("Sec-WebSocket-Version"));
+        let r = String::from_utf8(error_response(401, Some("bad\r\ntoken"))).unwrap();
+        assert!(r.ends_with("Content-Length: 10\r\n\r\nbad  token"));
+    }
+
+    #[test]
+    fn switching_protocols_names_the_subprotocol() {
+        let r = String::from_utf8(switching_protocols("k", Some("v1.app"))).unwrap();
+        assert!(r.contains("Sec-WebSocket-Protocol: v1.app\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+        let r = String::from_utf8(switching_protocols("k", None)).unwrap();
+        assert!(!r.contains("Protocol:"));
     }
 }

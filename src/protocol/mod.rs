@@ -5,4 +5,5 @@
 pub mod close;
 pub mod frame;
 pub mod handshake;
+pub mod policy;
 pub mod reader;
