@@ -175,7 +175,7 @@ async fn read_and_check(
         return Err(Some(403.into()));
     }
     let offered = request.header("sec-websocket-protocol");
-    let protocol = policy::choose_protocol(&config.protocols, offered, config.require_protocol).map_err(|()| {
+    let protocol = policy::choose_protocol(&config.protocols, offered, config.require_protocol).map_err(|_| {
         Some(Rejection { status: 400, message: Some("No supported subprotocol".into()) })
     })?;
     let remote = policy::client_address(

@@ -150,9 +150,16 @@ pub fn client_address(
     peer
 }
 
-/// Picks the first subprotocol the client offers that we support. `Err(())` when `required` and
-/// none matches (the upgrade is refused 400).
-pub fn choose_protocol(supported: &[String], offered: Option<&str>, required: bool) -> Result<Option<String>, ()> {
+/// The client offered none of the required subprotocols (the upgrade is refused 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSupportedProtocol;
+
+/// Picks the first subprotocol the client offers that we support.
+pub fn choose_protocol(
+    supported: &[String],
+    offered: Option<&str>,
+    required: bool,
+) -> Result<Option<String>, NoSupportedProtocol> {
     let chosen = offered
         .into_iter()
         .flat_map(|v| v.split(','))
@@ -160,7 +167,7 @@ pub fn choose_protocol(supported: &[String], offered: Option<&str>, required: bo
         .find(|p| supported.iter().any(|s| s == p))
         .map(str::to_string);
     if chosen.is_none() && required {
-        return Err(());
+        return Err(NoSupportedProtocol);
     }
     Ok(chosen)
 }
@@ -234,8 +241,8 @@ mod tests {
         let ours = vec!["v2.app".to_string(), "v1.app".to_string()];
         assert_eq!(choose_protocol(&ours, Some("v1.app, v2.app"), false), Ok(Some("v1.app".into())));
         assert_eq!(choose_protocol(&ours, Some("chat"), false), Ok(None));
-        assert_eq!(choose_protocol(&ours, Some("chat"), true), Err(()));
-        assert_eq!(choose_protocol(&ours, None, true), Err(()));
+        assert_eq!(choose_protocol(&ours, Some("chat"), true), Err(NoSupportedProtocol));
+        assert_eq!(choose_protocol(&ours, None, true), Err(NoSupportedProtocol));
         assert_eq!(choose_protocol(&[], Some("x"), false), Ok(None));
     }
 }
