@@ -270,6 +270,16 @@ class Server {
     } catch (error) {
       return this._reportError(error)
     }
+    // Cork while handlers run: what they publish is written once per socket at the end.
+    this._native.cork()
+    try {
+      this._dispatch(entries)
+    } finally {
+      this._native.uncork()
+    }
+  }
+
+  _dispatch(entries) {
     let blobs
     for (const entry of entries) {
       try {

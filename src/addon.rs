@@ -198,6 +198,17 @@ impl NativeServer {
         taken.json
     }
 
+    /// Until `uncork`, sends only queue; `uncork` writes each touched socket once.
+    #[napi(catch_unwind)]
+    pub fn cork(&self) {
+        self.server.cork()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn uncork(&self) {
+        self.server.uncork()
+    }
+
     #[napi(catch_unwind)]
     pub fn take_blobs(&self) -> Vec<Buffer> {
         std::mem::take(&mut *self.blobs.lock()).into_iter().map(Buffer::from).collect()

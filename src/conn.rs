@@ -53,6 +53,8 @@ pub struct Conn {
     alive: AtomicBool,
     /// The task stopped reading because JS is behind; heartbeats must not blame the peer.
     reading_paused: AtomicBool,
+    /// Frames were queued while corked and this connection is on the server's flush list.
+    corked_pending: AtomicBool,
     terminate: AtomicBool,
     ping_sent_at_us: AtomicU64,
     /// Unix time (ms) of the last read from the peer.
@@ -84,6 +86,7 @@ impl Conn {
             max_inflight,
             alive: AtomicBool::new(true),
             reading_paused: AtomicBool::new(false),
+            corked_pending: AtomicBool::new(false),
             terminate: AtomicBool::new(false),
             ping_sent_at_us: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(unix_ms()),
@@ -99,13 +102,40 @@ impl Conn {
     /// Sends an application frame. Returns false when the connection is closing (silent no-op)
     /// or the frame overflowed the queue (the connection is then closed 1013).
     pub fn send(&self, frame: &Bytes) -> bool {
-        let mut out = self.out.lock();
+        let out = self.out.lock();
         if out.close_queued {
             return false;
         }
         if out.queue.is_empty() {
             return self.write_or_queue(out, frame);
         }
+        self.queue_data(out, frame)
+    }
+
+    /// Corked send: queues the frame without writing. Returns true when the caller must put this
+    /// connection on its flush list (the first corked frame since the last flush), and later call
+    /// [`Conn::flush_corked`]: all frames queued meanwhile then leave in one vectored write.
+    pub fn send_corked(&self, frame: &Bytes) -> bool {
+        let out = self.out.lock();
+        if out.close_queued || !self.queue_data(out, frame) {
+            return false;
+        }
+        !self.corked_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes what corked sends queued; leaves any rest to the task.
+    pub fn flush_corked(&self) {
+        self.corked_pending.store(false, Ordering::Release);
+        match self.flush() {
+            Ok(true) => {}
+            Ok(false) => self.wake.notify_one(),
+            Err(_) => self.terminate(),
+        }
+    }
+
+    /// Queues an application frame under the limits; on overflow drops what was not started and
+    /// closes 1013 (a stuck reader must not hold memory).
+    fn queue_data(&self, mut out: parking_lot::MutexGuard<'_, Outgoing>, frame: &Bytes) -> bool {
         match out.queue.push_data(frame.clone()) {
             Push::Queued => true,
             Push::Overflow => {

@@ -76,6 +76,11 @@ impl Shared {
 
 pub struct Server {
     shared: Arc<Shared>,
+    /// Set while JS dispatches a batch: publishes only queue, and `uncork` writes each touched
+    /// connection once, so k frames for one socket cost one syscall instead of k.
+    corked: AtomicBool,
+    /// Connections with corked frames waiting for `uncork`.
+    corked_conns: Mutex<Vec<Arc<Conn>>>,
     runtime: Option<Runtime>,
     stop_accepting: Arc<Notify>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -106,6 +111,8 @@ impl Server {
         Ok(Self {
             shared,
             runtime: Some(runtime),
+            corked: AtomicBool::new(false),
+            corked_conns: Mutex::new(Vec::new()),
             stop_accepting: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
             accept_task: Mutex::new(None),
@@ -154,15 +161,47 @@ impl Server {
     /// Encodes `payload` once as a text frame and queues it for every connection in the audience.
     pub fn publish(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
         let frame = frame::encode(frame::OP_TEXT, payload);
-        self.shared.registry.for_each_in(audience, |conn| {
-            conn.send(&frame);
-        })
+        if self.corked.load(Ordering::Relaxed) {
+            let mut pending = self.corked_conns.lock();
+            self.shared.registry.for_each_in(audience, |conn| {
+                if conn.send_corked(&frame) {
+                    pending.push(conn.clone());
+                }
+            })
+        } else {
+            self.shared.registry.for_each_in(audience, |conn| {
+                conn.send(&frame);
+            })
+        }
     }
 
     /// Sends a frame to one connection; false when it does not exist or is closing.
     pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
         let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
-        self.shared.registry.get(id).is_some_and(|conn| conn.send(&frame::encode(opcode, payload)))
+        let Some(conn) = self.shared.registry.get(id) else { return false };
+        let frame = frame::encode(opcode, payload);
+        if self.corked.load(Ordering::Relaxed) {
+            if conn.send_corked(&frame) {
+                self.corked_conns.lock().push(conn);
+            }
+            true
+        } else {
+            conn.send(&frame)
+        }
+    }
+
+    /// Publishes until [`Server::uncork`] only queue (called around JS batch dispatch).
+    pub fn cork(&self) {
+        self.corked.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes everything queued since [`Server::cork`]: one vectored write per connection.
+    pub fn uncork(&self) {
+        self.corked.store(false, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.corked_conns.lock());
+        for conn in pending {
+            conn.flush_corked();
+        }
     }
 
     pub fn join(&self, id: u64, room: &str) -> bool {

@@ -99,7 +99,15 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
     let (user, auth_id) = if shared.config.authenticate {
         let (auth_id, verdict) = shared.pending_auth.register();
         shared.bridge.push_handshake(auth_id, upgrade.namespace, &upgrade.remote.to_string(), &upgrade.head_text);
-        let verdict = timeout_at(deadline, verdict).await;
+        let verdict = tokio::select! {
+            verdict = timeout_at(deadline, verdict) => verdict,
+            () = peer_gone(&stream) => {
+                // The client left while JS was deciding: no connection, and JS's late verdict
+                // finds nothing waiting.
+                shared.pending_auth.forget(auth_id);
+                return;
+            }
+        };
         shared.pending_auth.forget(auth_id);
         match verdict {
             Ok(Ok(AuthVerdict::Accept { user })) => (user, auth_id),
@@ -157,6 +165,16 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
     }
     buf.drain(..upgrade.head_len);
     connection::serve(conn, shared, buf).await;
+}
+
+/// Resolves when the peer closes or resets the connection. Data it sends early (frames before our
+/// 101) is left unread for the WebSocket; we then cannot tell, and simply never resolve.
+async fn peer_gone(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 /// Reads the head and applies every check that needs no JS. `Err(None)`: drop silently.
