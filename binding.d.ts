@@ -16,6 +16,9 @@ export declare class NativeServer {
   get connectionCount(): number
   /** Everything queued for JS right now (used to flush synchronously at shutdown). */
   drain(): string
+  /** Until `uncork`, sends only queue; `uncork` writes each touched socket once. */
+  cork(): void
+  uncork(): void
   takeBlobs(): Array<Buffer>
   send(id: number, payload: string): boolean
   sendBinary(id: number, payload: Buffer): boolean
@@ -29,6 +32,18 @@ export declare class NativeServer {
   close(id: number, code: number, reason: string): void
   /** Last ping round-trip in milliseconds, if the connection exists. */
   rtt(id: number): number | null
+  /** Unix time in milliseconds of the last bytes received on a connection. */
+  lastSeen(id: number): number | null
+  /**
+   * Answers a held upgrade: accept (optionally as `user`) or reject with `status`/`message`.
+   * Returns false when the handshake is no longer waiting (timed out or the client left).
+   */
+  resolveHandshake(authId: number, accept: boolean, user?: string | undefined | null, status?: number | undefined | null, message?: string | undefined | null): boolean
+  /**
+   * Takes over an upgrade read by Node's HTTP server: `fd` is duplicated, so the caller must
+   * destroy its socket afterwards; `initial` = request head + bytes received after it.
+   */
+  adopt(fd: number, initial: Buffer): void
   /** Flat `[id, count, id, count, …]` pairs of handled messages. */
   ack(pairs: Float64Array): void
   shutdown(code: number, reason: string, timeoutMs: number): void
@@ -58,6 +73,14 @@ export interface ServerOptions {
   handshakeTimeoutMs?: number
   replyOnInvalid?: boolean
   workerThreads?: number
+  allowedOrigins?: Array<string>
+  /** `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges. */
+  trustProxyAll?: boolean
+  trustProxyHops?: number
+  trustProxyList?: Array<string>
+  protocols?: Array<string>
+  requireProtocol?: boolean
+  authenticate?: boolean
   panicOnEvent?: string
 }
 
