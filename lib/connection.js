@@ -229,7 +229,7 @@ class Connection {
     if (this._inbound.has(rawId)) {
       // The original keeps running and gets its own reply; only the duplicate is refused.
       this._server._ack(this)
-      this._sendReply(rawId, errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight'))
+      this._sendReply(rawId, `"error":${errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight')}`)
       return
     }
     const request = { event, data, meta, acked: false, ahead: false, request: true, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
