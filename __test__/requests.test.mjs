@@ -287,6 +287,31 @@ test('requests for a handler registered later are buffered and answered when it 
   assert.deepEqual(await collect(ws, 2), [{ id: 'a', data: 10 }, { id: 'b', data: 20 }])
 })
 
+test('a buffered request that times out leaves the buffer and never runs', async (t) => {
+  const ran = []
+  const h = await contractServer(t, { requestTimeoutMs: 100 })
+  const [ws, conn] = await h.client()
+  request(ws, 'later', 1, 'a')
+  assert.deepEqual(await nextMessage(ws, 3000), { id: 'a', error: { code: 'timeout', message: 'Request "later" timed out after 100 ms' } })
+  conn.onRequest('later', (n) => ran.push(n))
+  request(ws, 'later', 2, 'b')
+  assert.deepEqual(await nextMessage(ws), { id: 'b', data: 1 })
+  assert.deepEqual(ran, [2])
+})
+
+test('a buffered request pushed out of the buffer is answered unavailable', async (t) => {
+  const h = await contractServer(t, { maxBufferedMessages: 2 })
+  const [ws, conn] = await h.client()
+  request(ws, 'later', 1, 'a')
+  request(ws, 'later', 2, 'b')
+  request(ws, 'later', 3, 'c')
+  const dropped = await nextMessage(ws)
+  assert.equal(dropped.id, 'a')
+  assert.equal(dropped.error.code, 'unavailable')
+  conn.onRequest('later', (n) => n)
+  assert.deepEqual(await collect(ws, 2), [{ id: 'b', data: 2 }, { id: 'c', data: 3 }])
+})
+
 test('requests and messages of one connection run one at a time in arrival order', async (t) => {
   const order = []
   let active = 0
@@ -397,7 +422,7 @@ test('the reply is read even when the client pipelined more than maxInflightMess
   const [ws] = await h.client()
   const pad = 'p'.repeat(30_000)
   send(ws, 'ask', 'confirm')
-  for (let i = 0; i < 6; i++) send(ws, 'pad', pad)
+  for (let i = 0; i < 5; i++) send(ws, 'pad', pad) // ask + 5 pads + echo = 7 messages ahead of the reply, under 2 × 4
   send(ws, 'echo', 'after the pads')
   const req = await nextMessage(ws)
   assert.equal(req.event, 'confirm')
