@@ -115,7 +115,7 @@ impl MessageReader {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if header.fin {
-                    return Ok(deliver(header.opcode, payload, sink)?);
+                    return deliver(header.opcode, payload, sink);
                 }
                 self.fragment_opcode = header.opcode;
                 self.append_fragment(payload)?;
