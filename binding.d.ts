@@ -54,6 +54,8 @@ export interface NamespaceOptions {
   path: string
   /** Event names of the contract (`in`); absent = any event. */
   events?: Array<string>
+  /** Request names of the contract (`requests`); absent = any request. */
+  requests?: Array<string>
   raw?: boolean
 }
 

@@ -37,27 +37,62 @@ export type InferInput<S> = S extends StandardSchemaV1<infer I, any> ? I : never
 
 export type EventSchemas = Record<string, StandardSchemaV1<any, any>>
 
-/** A contract names the events a namespace accepts (`in`) and emits (`out`) with their schemas. */
-export interface Contract<In extends EventSchemas = EventSchemas, Out extends EventSchemas = EventSchemas> {
+/** A request's schemas: what the asking side sends (`input`) and what the answer carries (`output`). */
+export interface RequestSchema<I extends StandardSchemaV1<any, any> = StandardSchemaV1<any, any>, O extends StandardSchemaV1<any, any> = StandardSchemaV1<any, any>> {
+  readonly input: I
+  readonly output: O
+}
+export type RequestSchemas = Record<string, RequestSchema>
+
+/**
+ * A contract names the events a namespace accepts (`in`) and emits (`out`) with their schemas, the
+ * requests clients may ask the server (`requests`) and the requests the server may ask clients
+ * (`clientRequests`).
+ */
+export interface Contract<
+  In extends EventSchemas = EventSchemas,
+  Out extends EventSchemas = EventSchemas,
+  Req extends RequestSchemas = RequestSchemas,
+  CReq extends RequestSchemas = RequestSchemas,
+> {
   readonly in: In
   readonly out: Out
+  readonly requests: Req
+  readonly clientRequests: CReq
 }
 
 /** Used when a namespace has no contract: any event name, any data, nothing validated. */
 export type UntypedContract = Contract<
   Record<string, StandardSchemaV1<any, any>>,
-  Record<string, StandardSchemaV1<any, any>>
+  Record<string, StandardSchemaV1<any, any>>,
+  Record<string, RequestSchema<StandardSchemaV1<any, any>, StandardSchemaV1<any, any>>>,
+  Record<string, RequestSchema<StandardSchemaV1<any, any>, StandardSchemaV1<any, any>>>
 >
 
 export function defineContract<
   const In extends EventSchemas = {},
   const Out extends EventSchemas = {},
->(contract: { in?: In; out?: Out }): Contract<In, Out>
+  const Req extends RequestSchemas = {},
+  const CReq extends RequestSchemas = {},
+>(contract: { in?: In; out?: Out; requests?: Req; clientRequests?: CReq }): Contract<In, Out, Req, CReq>
 
 export type InEvent<C extends Contract> = keyof C['in'] & string
 export type OutEvent<C extends Contract> = keyof C['out'] & string
 export type InData<C extends Contract, E extends InEvent<C>> = InferOutput<C['in'][E]>
 export type OutData<C extends Contract, E extends OutEvent<C>> = InferInput<C['out'][E]>
+
+/** Names of requests clients may send (`requests`). */
+export type RequestName<C extends Contract> = keyof C['requests'] & string
+/** What an `onRequest` handler receives: the output of the request's `input` schema. */
+export type RequestInput<C extends Contract, R extends RequestName<C>> = InferOutput<C['requests'][R]['input']>
+/** What an `onRequest` handler returns: the input of the request's `output` schema. */
+export type RequestOutput<C extends Contract, R extends RequestName<C>> = InferInput<C['requests'][R]['output']>
+/** Names of requests the server may send to clients (`clientRequests`). */
+export type ClientRequestName<C extends Contract> = keyof C['clientRequests'] & string
+/** What `conn.request` takes: the input of the client request's `input` schema. */
+export type ClientRequestInput<C extends Contract, R extends ClientRequestName<C>> = InferInput<C['clientRequests'][R]['input']>
+/** What `conn.request` resolves with: the output of the client request's `output` schema. */
+export type ClientRequestResult<C extends Contract, R extends ClientRequestName<C>> = InferOutput<C['clientRequests'][R]['output']>
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -155,8 +190,17 @@ export interface ServerOptions<
   requireProtocol?: boolean
   /** Do not bind a port: connections arrive only through `handleUpgrade`. Default `false`. */
   noListen?: boolean
-  /** Called with errors thrown by handlers (the connection is closed 1011 either way). Default: `console.error`. */
+  /** Called with errors thrown by message handlers (the connection is closed 1011) and with non-public errors of request handlers (answered `internal`, the connection stays open). Default: `console.error`. */
   onError?: (error: unknown, conn: Connection<any, any> | undefined) => void
+  /** A client request not answered within this many ms is answered `{ code: 'timeout' }` (a late result is dropped); also the default `timeoutMs` of `conn.request`. `0` disables. Default `15000`. */
+  requestTimeoutMs?: number
+  /** Send the message of every error a request handler throws. By default only `RequestError`s (and errors with `expose: true`) keep their message; others say `Internal error`. Default `false`. */
+  exposeErrors?: boolean
+}
+
+export interface ServerStats {
+  /** Replies from clients whose id matched no pending `conn.request` (unknown ids and late replies after a timeout). */
+  unknownReplies: number
 }
 
 export interface ShutdownOptions {
@@ -186,6 +230,58 @@ export interface MessageContext {
 }
 
 export type MessageHandler<T> = (data: T, ctx: MessageContext) => void | Promise<void>
+
+export interface RequestContext {
+  /** The request name. */
+  readonly event: string
+  /** `meta` of the envelope (trace context), if the client sent one. */
+  readonly meta: { traceparent?: string; tracestate?: string } | undefined
+  /** The request id as the client sent it. */
+  readonly id: string | number
+  /** Aborted (with a `RequestError`) when the request times out or the connection closes before the handler answers. */
+  readonly signal: AbortSignal
+}
+
+export type RequestHandler<I, O> = (input: I, ctx: RequestContext) => O | Promise<O>
+
+export interface RequestOptions {
+  /** Reject with `RequestError` code `timeout` after this many ms. `0` disables. Default: the server's `requestTimeoutMs` (15000). */
+  timeoutMs?: number
+}
+
+/** Codes ferrosocket produces; applications may use any other string. */
+export type RequestErrorCodeValue =
+  | 'internal'
+  | 'invalid_input'
+  | 'invalid_output'
+  | 'timeout'
+  | 'unknown_request'
+  | 'duplicate_id'
+  | 'unavailable'
+  | 'connection_closed'
+
+/**
+ * A failed request. Thrown in an `onRequest` handler, its `code` and `message` are sent to the
+ * client. `conn.request` rejects with one on an error reply, a timeout or a closed connection.
+ */
+export declare class RequestError extends Error {
+  constructor(code: RequestErrorCodeValue | (string & {}), message?: string, options?: { issues?: unknown[]; cause?: unknown })
+  readonly name: 'RequestError'
+  readonly code: RequestErrorCodeValue | (string & {})
+  /** Validation issues (`invalid_input`, `invalid_output`), when there are any. */
+  readonly issues?: unknown[]
+}
+
+export declare const RequestErrorCode: {
+  readonly INTERNAL: 'internal'
+  readonly INVALID_INPUT: 'invalid_input'
+  readonly INVALID_OUTPUT: 'invalid_output'
+  readonly TIMEOUT: 'timeout'
+  readonly UNKNOWN_REQUEST: 'unknown_request'
+  readonly DUPLICATE_ID: 'duplicate_id'
+  readonly UNAVAILABLE: 'unavailable'
+  readonly CONNECTION_CLOSED: 'connection_closed'
+}
 
 export interface CloseInfo {
   code: number
@@ -224,6 +320,10 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this
   /** Send one event to this connection. Throws synchronously on an unknown event or invalid data; no-op once closed. */
   publish<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
+  /** Answer the client's request `name`. Requests share the message queue (one at a time, arrival order); the handler's result is validated and sent as `{ id, data }`, a thrown error as `{ id, error }`. */
+  onRequest<R extends RequestName<C>>(name: R, handler: RequestHandler<RequestInput<C, R>, RequestOutput<C, R>>): this
+  /** Ask the client: resolves with its reply (validated). Rejects with `RequestError` (`timeout`, `connection_closed`, the client's error code, `invalid_output`). Throws synchronously on an unknown name or invalid data. */
+  request<R extends ClientRequestName<C>>(name: R, data: ClientRequestInput<C, R>, options?: RequestOptions): Promise<ClientRequestResult<C, R>>
   /** Raw-mode namespaces (`messageFormat: 'raw'`): text arrives as a string, binary as bytes (a Node `Buffer`). */
   onRawMessage(handler: (data: string | Uint8Array) => void | Promise<void>): this
   /** Raw-mode send: a string goes out as a text frame, bytes as a binary frame. */
@@ -251,6 +351,8 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   readonly port: number
   /** Number of open connections. */
   readonly connectionCount: number
+  /** Counters (a snapshot). */
+  readonly stats: ServerStats
   listen(): Promise<void>
   /**
    * Attach mode: hand an upgrade received by a Node HTTP server (`httpServer.on('upgrade', …)`) to

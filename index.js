@@ -4,6 +4,7 @@
 const { Server } = require('./lib/server')
 const { defineContract } = require('./lib/contract')
 const { CloseCode } = require('./lib/close-codes')
+const { RequestError, RequestErrorCode } = require('./lib/requests')
 const binding = require('./binding.js')
 
 function createServer(options) {
@@ -13,4 +14,4 @@ function createServer(options) {
 /** Test hooks; not part of the supported API. */
 const __testing = Object.freeze({ panic: () => binding.testPanic() })
 
-module.exports = { createServer, defineContract, CloseCode, __testing }
+module.exports = { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, __testing }

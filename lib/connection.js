@@ -2,10 +2,48 @@
 // One WebSocket as the application sees it: typed handlers run one message at a time in arrival
 // order (async handlers are awaited), messages for events without a handler yet are buffered,
 // and every handled message is acknowledged so Rust can resume reading a paused socket.
+//
+// Requests from the client share that queue (a request is a message that gets a reply). Replies
+// to the server's own requests (`conn.request`) never queue: they settle their promise as soon as
+// the batch arrives, so a handler awaiting one cannot deadlock its own connection.
 
-const { hasEvent, serialisableIssues } = require('./contract')
+const { hasEvent, serialisableIssues, describeIssues, validateClientRequest } = require('./contract')
 const { parseHead } = require('./request')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
+const { RequestError, RequestErrorCode, isPublicError, errorBody, fromClientError } = require('./requests')
+
+const isThenable = (v) => v !== null && (typeof v === 'object' || typeof v === 'function') && typeof v.then === 'function'
+
+/** What a request handler receives as its second argument. */
+class RequestContext {
+  constructor(request) {
+    this._request = request
+  }
+
+  get event() {
+    return this._request.event
+  }
+
+  /** `meta` of the envelope (trace context), if the client sent one. */
+  get meta() {
+    return this._request.meta ?? undefined
+  }
+
+  /** The request id as the client sent it (string or number). */
+  get id() {
+    return JSON.parse(this._request.rawId)
+  }
+
+  /** Aborted when the request times out or the connection closes before the handler answers. */
+  get signal() {
+    const request = this._request
+    if (!request.controller) {
+      request.controller = new AbortController()
+      if (request.abortReason) request.controller.abort(request.abortReason)
+    }
+    return request.controller.signal
+  }
+}
 
 /** Handler key for raw-mode namespaces (no envelope). */
 const RAW = Symbol('raw')
@@ -30,6 +68,14 @@ class Connection {
     this.userId = opened.userId ?? undefined
     this.rooms = new Set()
     this._handlers = new Map()
+    this._requestHandlers = new Map()
+    /** Client → server requests received and not answered yet, by id JSON text. */
+    this._inbound = new Map()
+    /** Server → client requests awaiting a reply, by id. */
+    this._outbound = new Map()
+    this._nextRequestId = 0
+    /** Queued messages acknowledged early while replies are awaited (see `_readAhead`). */
+    this._ahead = 0
     this._queue = []
     this._buffered = []
     this._running = false
@@ -82,6 +128,58 @@ class Connection {
     this._handlers.set(event, handler)
     this._replayBuffered(event)
     return this
+  }
+
+  /**
+   * Answer the client's request `name`: `handler(input, ctx)` returns (or resolves to) the output.
+   * Requests share the connection's queue with messages; requests with no handler yet are buffered.
+   */
+  onRequest(name, handler) {
+    if (typeof handler !== 'function') throw new TypeError('onRequest needs a handler function')
+    if (this._ns.raw) throw new TypeError('raw-mode namespaces have no requests')
+    const contract = this._ns.contract
+    if (contract && !hasEvent(contract.requests, name)) {
+      throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
+    }
+    this._requestHandlers.set(name, handler)
+    this._replayBuffered(name, true)
+    return this
+  }
+
+  /**
+   * Ask the client: sends `{event, data, id}` and resolves with the `data` of its reply (validated
+   * against the output schema). Rejects with a `RequestError` on an error reply, a timeout or when
+   * the connection closes first. Unknown names and invalid data throw synchronously, like publish.
+   */
+  request(name, data, options = {}) {
+    if (typeof name !== 'string' || name === '') throw new TypeError('request name must be a non-empty string')
+    if (this._ns.raw) throw new TypeError('raw-mode namespaces have no requests')
+    const value = validateClientRequest(this._ns.contract, name, data)
+    const timeoutMs = options?.timeoutMs ?? this._server._requestTimeoutMs
+    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) {
+      throw new TypeError(`timeoutMs must be a non-negative number, got ${timeoutMs}`)
+    }
+    const id = ++this._nextRequestId
+    const payload = `{"event":${JSON.stringify(name)},"data":${JSON.stringify(value) ?? 'null'},"id":${id}}`
+    if (!this.isOpen) return Promise.reject(closedBeforeReply(name))
+    return new Promise((resolve, reject) => {
+      const pending = { name, resolve, reject, timer: undefined }
+      this._outbound.set(id, pending)
+      if (timeoutMs > 0) {
+        pending.timer = setTimeout(() => {
+          if (this._outbound.get(id) !== pending) return
+          this._outbound.delete(id)
+          reject(new RequestError(RequestErrorCode.TIMEOUT, `Client request "${name}" timed out after ${timeoutMs} ms`))
+        }, timeoutMs)
+      }
+      if (!this._server._native.send(this._nid, payload)) {
+        this._outbound.delete(id)
+        clearTimeout(pending.timer)
+        reject(closedBeforeReply(name))
+        return
+      }
+      this._readAhead()
+    })
   }
 
   /** Raw-mode namespaces: receive each message as a string (text) or Buffer (binary). */
@@ -156,14 +254,90 @@ class Connection {
   // ---- called by the server ----
 
   _receive(event, data, meta) {
-    this._queue.push({ event, data, meta, acked: false })
+    this._enqueue({ event, data, meta, acked: false, ahead: false, request: false })
+  }
+
+  /** A request from the client; `rawId` is its id's JSON text, echoed verbatim in the reply. */
+  _receiveRequest(event, data, meta, rawId) {
+    if (this._inbound.has(rawId)) {
+      // The original keeps running and gets its own reply; only the duplicate is refused.
+      this._server._ack(this)
+      this._sendReply(rawId, `"error":${errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight')}`)
+      return
+    }
+    const request = { event, data, meta, acked: false, ahead: false, request: true, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
+    this._inbound.set(rawId, request)
+    const timeoutMs = this._server._requestTimeoutMs
+    if (timeoutMs > 0) request.timer = setTimeout(() => this._requestTimedOut(request, timeoutMs), timeoutMs)
+    this._enqueue(request)
+  }
+
+  /** A reply to `conn.request`: settles its promise now, whatever the queue is doing. */
+  _receiveReply(id, data, error) {
+    this._server._ack(this)
+    const pending = typeof id === 'number' ? this._outbound.get(id) : undefined
+    if (!pending) {
+      this._server._stats.unknownReplies++
+      return
+    }
+    this._outbound.delete(id)
+    clearTimeout(pending.timer)
+    if (error) return pending.reject(fromClientError(error))
+    const spec = this._ns.contract?.clientRequests[pending.name]
+    if (!spec) return pending.resolve(data)
+    const settle = (r) => {
+      if (r.issues) {
+        const message = `Invalid reply to client request "${pending.name}": ${describeIssues(r.issues)}`
+        pending.reject(new RequestError(RequestErrorCode.INVALID_OUTPUT, message, { issues: serialisableIssues(r.issues) }))
+      } else {
+        pending.resolve(r.value)
+      }
+    }
+    try {
+      const result = spec.output['~standard'].validate(data)
+      if (isThenable(result)) result.then(settle, pending.reject)
+      else settle(result)
+    } catch (e) {
+      pending.reject(e)
+    }
+  }
+
+  _enqueue(message) {
+    this._queue.push(message)
+    if (this._outbound.size > 0) this._readAhead(message)
     if (!this._running) this._pump()
+  }
+
+  /**
+   * While this connection awaits replies from its client, queued messages are acknowledged on
+   * arrival (at most `maxInflightMessages` of them at a time), so Rust keeps reading the socket
+   * and finds the reply even when the handler at the head of the queue is the one waiting for it.
+   * With `message`, only that one is considered; otherwise the whole queue.
+   */
+  _readAhead(message) {
+    const max = this._server._maxInflightMessages
+    for (const m of message ? [message] : this._queue) {
+      if (this._ahead >= max) return
+      if (!m.acked) {
+        m.acked = true
+        m.ahead = true
+        this._ahead++
+        this._server._ack(this)
+      }
+    }
   }
 
   _closed(code, reason) {
     this._closeInfo = { code, reason }
     this._closing = true
     this.rooms.clear()
+    for (const request of this._inbound.values()) this._abandon(request, closedBeforeReply(request.event))
+    this._inbound.clear()
+    for (const [id, pending] of this._outbound) {
+      this._outbound.delete(id)
+      clearTimeout(pending.timer)
+      pending.reject(closedBeforeReply(pending.name, code))
+    }
     for (const handler of this._closeHandlers.splice(0)) this._callSafely(handler, code, reason)
     for (const resolve of this._closeWaiters.splice(0)) resolve({ code, reason })
   }
@@ -175,15 +349,19 @@ class Connection {
     this._running = true
     while (this._queue.length > 0) {
       const message = this._queue.shift()
+      if (message.request && message.done) {
+        this._settle(message) // timed out while waiting for its turn: never run
+        continue
+      }
       const key = this._ns.raw ? RAW : message.event
-      const handler = this._handlers.get(key)
+      const handler = (message.request ? this._requestHandlers : this._handlers).get(key)
       if (!handler) {
         this._buffer(message)
         continue
       }
       let pending
       try {
-        pending = this._run(handler, message)
+        pending = message.request ? this._runRequest(handler, message) : this._run(handler, message)
       } catch (error) {
         this._failed(error, message)
         continue
@@ -221,9 +399,125 @@ class Connection {
   }
 
   _failed(error, message) {
+    if (message.request) {
+      this._requestFailed(message, error)
+      this._settle(message)
+      return
+    }
     this._server._reportError(error, this)
     this._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
     this._settle(message)
+  }
+
+  // ---- requests from the client ----
+
+  /**
+   * Validates the input, calls the handler, validates the output and replies. Never throws; returns
+   * a promise (that never rejects) only when something is asynchronous.
+   */
+  _runRequest(handler, request) {
+    const spec = this._ns.contract?.requests[request.event]
+    if (!spec) return this._callRequestHandler(handler, request, undefined, request.data)
+    try {
+      const result = spec.input['~standard'].validate(request.data)
+      const proceed = (r) => {
+        if (!r.issues) return this._callRequestHandler(handler, request, spec, r.value)
+        const body = { code: RequestErrorCode.INVALID_INPUT, message: `Invalid input for request "${request.event}": ${describeIssues(r.issues)}`, issues: serialisableIssues(r.issues) }
+        this._finishRequest(request, `"error":${JSON.stringify(body)}`)
+      }
+      if (isThenable(result)) return result.then(proceed, (e) => this._requestFailed(request, e))
+      return proceed(result)
+    } catch (error) {
+      this._requestFailed(request, error)
+    }
+  }
+
+  _callRequestHandler(handler, request, spec, input) {
+    let output
+    try {
+      output = handler(input, new RequestContext(request))
+    } catch (error) {
+      return this._requestFailed(request, error)
+    }
+    if (isThenable(output)) {
+      return Promise.resolve(output).then(
+        (value) => this._respond(request, spec, value),
+        (error) => this._requestFailed(request, error),
+      )
+    }
+    return this._respond(request, spec, output)
+  }
+
+  /** Validates the handler's result against the output schema and sends it. */
+  _respond(request, spec, value) {
+    if (request.done) return // answered already (timeout) or the connection is gone: a late result is dropped
+    if (!spec) return this._replyData(request, value)
+    try {
+      const result = spec.output['~standard'].validate(value)
+      const proceed = (r) => {
+        if (!r.issues) return this._replyData(request, r.value)
+        const error = new Error(`Invalid output of request handler "${request.event}": ${describeIssues(r.issues)}`)
+        this._requestFailed(request, error)
+      }
+      if (isThenable(result)) return result.then(proceed, (e) => this._requestFailed(request, e))
+      return proceed(result)
+    } catch (error) {
+      this._requestFailed(request, error)
+    }
+  }
+
+  _replyData(request, value) {
+    let json
+    try {
+      json = JSON.stringify(value) ?? 'null'
+    } catch (error) {
+      return this._requestFailed(request, error)
+    }
+    this._finishRequest(request, `"data":${json}`)
+  }
+
+  /** A handler threw, rejected or produced invalid output. Bugs go to onError, even late ones. */
+  _requestFailed(request, error) {
+    if (!isPublicError(error)) this._server._reportError(error, this)
+    if (request.done) return
+    let json
+    try {
+      json = JSON.stringify(errorBody(error, this._server._exposeErrors))
+    } catch {
+      json = errorJson(RequestErrorCode.INTERNAL, 'Internal error')
+    }
+    this._finishRequest(request, `"error":${json}`)
+  }
+
+  _requestTimedOut(request, timeoutMs) {
+    if (request.done) return
+    const message = `Request "${request.event}" timed out after ${timeoutMs} ms`
+    this._finishRequest(request, `"error":${errorJson(RequestErrorCode.TIMEOUT, message)}`)
+    request.abortReason = new RequestError(RequestErrorCode.TIMEOUT, message)
+    request.controller?.abort(request.abortReason)
+    this._unbuffer(request)
+  }
+
+  /** Sends the one reply a request gets; `body` is `"data":…` or `"error":…`. */
+  _finishRequest(request, body) {
+    if (request.done) return
+    request.done = true
+    clearTimeout(request.timer)
+    if (this._inbound.get(request.rawId) === request) this._inbound.delete(request.rawId)
+    this._sendReply(request.rawId, body)
+  }
+
+  /** The connection closed first: nothing can be sent any more. */
+  _abandon(request, reason) {
+    if (request.done) return
+    request.done = true
+    clearTimeout(request.timer)
+    request.abortReason = reason
+    request.controller?.abort(reason)
+  }
+
+  _sendReply(rawId, body) {
+    if (this._closeInfo === undefined) this._server._native.send(this._nid, `{"id":${rawId},${body}}`)
   }
 
   /** Closes for a fault and drops what is still queued (acknowledging it). */
@@ -236,6 +530,10 @@ class Connection {
   }
 
   _settle(message) {
+    if (message.ahead) {
+      message.ahead = false
+      this._ahead--
+    }
     if (!message.acked) {
       message.acked = true
       this._server._ack(this)
@@ -245,12 +543,24 @@ class Connection {
   _buffer(message) {
     this._settle(message) // buffered messages are bounded here, so they no longer hold Rust back
     this._buffered.push(message)
-    if (this._buffered.length > this._server._maxBufferedMessages) this._buffered.shift()
+    if (this._buffered.length > this._server._maxBufferedMessages) {
+      const dropped = this._buffered.shift()
+      if (dropped.request) {
+        const text = `No handler for request "${dropped.event}" yet and too many messages are waiting for one`
+        this._finishRequest(dropped, `"error":${errorJson(RequestErrorCode.UNAVAILABLE, text)}`)
+      }
+    }
   }
 
-  _replayBuffered(key) {
+  /** A request that timed out while buffered leaves the buffer. */
+  _unbuffer(request) {
+    const i = this._buffered.indexOf(request)
+    if (i >= 0) this._buffered.splice(i, 1)
+  }
+
+  _replayBuffered(key, requests = false) {
     if (this._buffered.length === 0) return
-    const matches = (m) => (this._ns.raw ? RAW : m.event) === key
+    const matches = (m) => m.request === requests && (this._ns.raw ? RAW : m.event) === key
     const replay = this._buffered.filter(matches)
     if (replay.length === 0) return
     this._buffered = this._buffered.filter((m) => !matches(m))
@@ -267,6 +577,15 @@ class Connection {
       this._server._reportError(error, this)
     }
   }
+}
+
+function errorJson(code, message) {
+  return JSON.stringify({ code, message })
+}
+
+function closedBeforeReply(name, code) {
+  const why = code === undefined ? 'the connection is closed' : `the connection closed (${code}) before the reply`
+  return new RequestError(RequestErrorCode.CONNECTION_CLOSED, `Request "${name}" failed: ${why}`)
 }
 
 module.exports = { Connection }

@@ -16,6 +16,8 @@ const KIND_SHUTDOWN = 3
 const KIND_RAW = 4
 const KIND_HANDSHAKE = 5
 const KIND_ABANDONED = 6
+const KIND_REQUEST = 7
+const KIND_REPLY = 8
 
 const DEFAULT_NAMESPACE = '/'
 
@@ -45,14 +47,25 @@ function stringList(name, value) {
   return value
 }
 
+/** Every map present, so the rest of the code never checks (contracts need not come from defineContract). */
+function normaliseContract(contract) {
+  if (!contract) return null
+  return {
+    in: contract.in ?? {},
+    out: contract.out ?? {},
+    requests: contract.requests ?? {},
+    clientRequests: contract.clientRequests ?? {},
+  }
+}
+
 function buildNamespaces(options) {
   const base = options.path ?? '/ws'
   if (typeof base !== 'string' || !base.startsWith('/')) throw new TypeError(`option path must start with '/', got ${base}`)
   const raw = options.messageFormat === 'raw'
-  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: options.contract ?? null, raw }]
+  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: normaliseContract(options.contract), raw }]
   for (const [name, contract] of Object.entries(options.namespaces ?? {})) {
     if (!/^[A-Za-z0-9_.~-]+$/.test(name)) throw new TypeError(`namespace name "${name}" must be URL-safe`)
-    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: contract ?? null, raw })
+    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: normaliseContract(contract), raw })
   }
   return list
 }
@@ -64,6 +77,10 @@ class Server {
     this._connectionHandlers = this._namespaces.map(() => [])
     this._connections = new Map()
     this._maxBufferedMessages = positive('maxBufferedMessages', options.maxBufferedMessages, 100)
+    this._maxInflightMessages = positive('maxInflightMessages', options.maxInflightMessages, 100)
+    this._requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000)
+    this._exposeErrors = options.exposeErrors === true
+    this._stats = { unknownReplies: 0 }
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._ackCounts = new Map()
@@ -90,6 +107,7 @@ class Server {
           name: ns.name,
           path: ns.path,
           events: ns.contract ? Object.keys(ns.contract.in) : undefined,
+          requests: ns.contract ? Object.keys(ns.contract.requests) : undefined,
           raw: ns.raw,
         })),
         maxPayload: positive('maxPayload', options.maxPayload, undefined),
@@ -120,6 +138,11 @@ class Server {
 
   get connectionCount() {
     return this._connections.size
+  }
+
+  /** Counters, as a snapshot. `unknownReplies`: replies whose id matched no pending `conn.request` (late replies to timed-out requests included). */
+  get stats() {
+    return { unknownReplies: this._stats.unknownReplies }
   }
 
   async listen() {
@@ -287,6 +310,16 @@ class Server {
           case KIND_MESSAGE: {
             const conn = this._connections.get(entry[1])
             if (conn) conn._receive(entry[2], entry[3], entry[4])
+            break
+          }
+          case KIND_REQUEST: {
+            const conn = this._connections.get(entry[1])
+            if (conn) conn._receiveRequest(entry[2], entry[3], entry[4], entry[5])
+            break
+          }
+          case KIND_REPLY: {
+            const conn = this._connections.get(entry[1])
+            if (conn) conn._receiveReply(entry[2], entry[3], entry[4])
             break
           }
           case KIND_OPEN:

@@ -19,6 +19,8 @@ pub struct NamespaceOptions {
     pub path: String,
     /// Event names of the contract (`in`); absent = any event.
     pub events: Option<Vec<String>>,
+    /// Request names of the contract (`requests`); absent = any request.
+    pub requests: Option<Vec<String>>,
     pub raw: Option<bool>,
 }
 
@@ -95,6 +97,7 @@ fn to_config(o: ServerOptions) -> Result<Config> {
                 name: ns.name,
                 path: ns.path,
                 events: ns.events.map(|e| e.into_iter().collect()),
+                requests: ns.requests.map(|r| r.into_iter().collect()),
                 raw: ns.raw.unwrap_or(false),
             })
             .collect(),

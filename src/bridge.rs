@@ -3,17 +3,24 @@
 //! messages. The JS thread is woken once per batch (when the batch goes from empty to non-empty),
 //! so under load one N-API call carries thousands of messages instead of one call per message.
 //!
-//! Entry shapes (first element is the kind):
+//! Entry shapes (first element is the kind; `id` is the connection id):
 //! - `[0, id, namespaceIndex, "remoteAddress", authId, "head"|null, "protocol"|null]`  connection
 //!   opened (`head`: the HTTP request head, null when JS already got it with the handshake entry)
-//! - `[1, id, "event", data, meta|null, reqId|null]`  envelope message (`data` verbatim JSON)
+//! - `[1, id, "event", data, meta|null]`           event message (`data`, `meta` verbatim JSON)
 //! - `[2, id, code, "reason"]`                     connection closed (always after its messages)
 //! - `[3]`                                         shutdown finished
 //! - `[4, id, isBinary, blobIndex]`                raw-mode message, bytes in the blob list
 //! - `[5, authId, namespaceIndex, "remoteAddress", "head"]`  upgrade held for `authenticate`
 //! - `[6, authId]`                                 an accepted handshake failed before opening
+//! - `[7, id, "event", data, meta|null, "reqId"]`  request from the client. `reqId` is the request
+//!   id's JSON text as a JSON string (`"7"`, `"\"a\""`), so JS can echo it byte for byte in the reply
+//! - `[8, id, replyId, data|null, error|null]`     reply to a server request (`replyId` verbatim
+//!   JSON, i.e. the parsed string or number; `error` the client's error object or null)
+//!
+//! Messages, requests and replies all count as in flight for inbound flow control until JS
+//! acknowledges them.
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Reply};
 use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +32,8 @@ pub const KIND_SHUTDOWN: u8 = 3;
 pub const KIND_RAW: u8 = 4;
 pub const KIND_HANDSHAKE: u8 = 5;
 pub const KIND_ABANDONED: u8 = 6;
+pub const KIND_REQUEST: u8 = 7;
+pub const KIND_REPLY: u8 = 8;
 
 #[derive(Default)]
 struct Batch {
@@ -114,15 +123,30 @@ impl Bridge {
         });
     }
 
+    /// An event message, or a request when the envelope carries an `id`.
     pub fn push_message(&self, id: u64, envelope: &Envelope<'_>) {
         self.push(|b| {
             let j = &mut b.json;
-            let _ = write!(j, "[{KIND_MESSAGE},{id},{},", envelope.event_json);
+            let kind = if envelope.id.is_some() { KIND_REQUEST } else { KIND_MESSAGE };
+            let _ = write!(j, "[{kind},{id},{},", envelope.event_json);
             j.push_str(envelope.data.map_or("null", |d| d.get()));
             j.push(',');
             j.push_str(envelope.meta.map_or("null", |d| d.get()));
+            if let Some(req_id) = envelope.id {
+                j.push(',');
+                push_json_str(j, req_id.get());
+            }
+            j.push(']');
+        });
+    }
+
+    pub fn push_reply(&self, id: u64, reply: &Reply<'_>) {
+        self.push(|b| {
+            let j = &mut b.json;
+            let _ = write!(j, "[{KIND_REPLY},{id},{},", reply.id.get());
+            j.push_str(reply.data.map_or("null", |d| d.get()));
             j.push(',');
-            j.push_str(envelope.id.map_or("null", |d| d.get()));
+            j.push_str(reply.error.map_or("null", |d| d.get()));
             j.push(']');
         });
     }
@@ -183,11 +207,15 @@ mod tests {
         (Bridge::new(100, Box::new(move || { w.fetch_add(1, Ordering::SeqCst); })), wakes)
     }
 
+    fn frame(text: &str) -> crate::envelope::Frame<'_> {
+        crate::envelope::parse(text).unwrap()
+    }
+
     #[test]
     fn one_wake_per_batch_and_valid_json() {
         let (b, wakes) = bridge();
         b.push_open(1, 0, "127.0.0.1", 0, Some("GET / HTTP/1.1\r\n\r\n"), None);
-        let env = crate::envelope::parse(r#"{"event":"e","data":{"x":"\u00e9"},"id":"r1"}"#).unwrap();
+        let crate::envelope::Frame::Event(env) = frame(r#"{"event":"e","data":{"x":"\u00e9"}}"#) else { panic!() };
         b.push_message(1, &env);
         b.push_close(1, 1000, "bye \"now\"");
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
@@ -195,7 +223,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&taken.json).unwrap();
         assert_eq!(
             v,
-            serde_json::json!([[0, 1, 0, "127.0.0.1", 0, "GET / HTTP/1.1\r\n\r\n", null], [1, 1, "e", {"x": "é"}, null, "r1"], [2, 1, 1000, "bye \"now\""]])
+            serde_json::json!([[0, 1, 0, "127.0.0.1", 0, "GET / HTTP/1.1\r\n\r\n", null], [1, 1, "e", {"x": "é"}, null], [2, 1, 1000, "bye \"now\""]])
         );
         assert!(b.take().json.is_empty());
         b.push_shutdown_complete();
@@ -204,6 +232,34 @@ mod tests {
         b.push_abandoned(7);
         let v: serde_json::Value = serde_json::from_str(&b.take().json).unwrap();
         assert_eq!(v, serde_json::json!([[3], [5, 7, 1, "::1", "GET /ws HTTP/1.1\r\n\r\n"], [6, 7]]));
+    }
+
+    #[test]
+    fn requests_carry_their_id_as_json_text() {
+        let (b, _) = bridge();
+        for text in [
+            r#"{"event":"q","data":[1],"meta":{"traceparent":"t"},"id":"r\u0031"}"#,
+            r#"{"event":"q","id":1.50}"#,
+        ] {
+            let crate::envelope::Frame::Event(env) = frame(text) else { panic!() };
+            b.push_message(2, &env);
+        }
+        let v: serde_json::Value = serde_json::from_str(&b.take().json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([[7, 2, "q", [1], {"traceparent": "t"}, "\"r\\u0031\""], [7, 2, "q", null, null, "1.50"]])
+        );
+    }
+
+    #[test]
+    fn replies_keep_data_and_error_verbatim() {
+        let (b, _) = bridge();
+        for text in [r#"{"id":4,"data":{"a":1}}"#, r#"{"id":"x","error":{"code":"no","message":"m"}}"#, r#"{"id":5}"#] {
+            let crate::envelope::Frame::Reply(reply) = frame(text) else { panic!() };
+            b.push_reply(9, &reply);
+        }
+        let taken = b.take();
+        assert_eq!(taken.json, r#"[[8,9,4,{"a":1},null],[8,9,"x",null,{"code":"no","message":"m"}],[8,9,5,null,null]]"#);
     }
 
     #[test]

@@ -12,8 +12,10 @@ pub struct NamespaceConfig {
     pub name: String,
     /// Upgrade path, e.g. `/ws` or `/ws/game`.
     pub path: String,
-    /// Event names the contract accepts; `None` accepts any event (no contract).
+    /// Event names the contract accepts (`in`); `None` accepts any event (no contract).
     pub events: Option<HashSet<String>>,
+    /// Request names the contract answers (`requests`); `None` accepts any request (no contract).
+    pub requests: Option<HashSet<String>>,
     /// Raw mode: messages go to JS as they are (no envelope), e.g. for an echo server.
     pub raw: bool,
 }
@@ -59,6 +61,7 @@ impl Default for Config {
                 name: "/".into(),
                 path: "/ws".into(),
                 events: None,
+                requests: None,
                 raw: false,
             }],
             max_payload: 64 * 1024,
@@ -79,6 +82,18 @@ impl Default for Config {
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             panic_on_event: None,
         }
+    }
+}
+
+impl NamespaceConfig {
+    /// An event message (no `id`) must be in the contract's `in` map.
+    pub fn accepts_event(&self, event: &str) -> bool {
+        self.events.as_ref().is_none_or(|events| events.contains(event))
+    }
+
+    /// A request (an event with an `id`) must be in the contract's `requests` map.
+    pub fn accepts_request(&self, event: &str) -> bool {
+        self.requests.as_ref().is_none_or(|requests| requests.contains(event))
     }
 }
 
@@ -136,6 +151,18 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.route("/ws"), Some(0));
         assert_eq!(c.route("/nope"), None);
+    }
+
+    #[test]
+    fn events_and_requests_are_checked_against_separate_sets() {
+        let set = |names: &[&str]| Some(names.iter().map(|s| s.to_string()).collect());
+        let untyped = NamespaceConfig { name: "/".into(), path: "/ws".into(), events: None, requests: None, raw: false };
+        assert!(untyped.accepts_event("anything") && untyped.accepts_request("anything"));
+        let typed = NamespaceConfig { events: set(&["chat:send", "both"]), requests: set(&["room:join", "both"]), ..untyped };
+        assert!(typed.accepts_event("chat:send") && !typed.accepts_request("chat:send"));
+        assert!(typed.accepts_request("room:join") && !typed.accepts_event("room:join"));
+        assert!(typed.accepts_event("both") && typed.accepts_request("both"));
+        assert!(!typed.accepts_event("nope") && !typed.accepts_request("nope"));
     }
 
     #[test]

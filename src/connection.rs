@@ -5,7 +5,7 @@
 
 use crate::bridge::Bridge;
 use crate::conn::Conn;
-use crate::envelope;
+use crate::envelope::{self, Frame};
 use crate::protocol::close;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::reader::{Flow, Incoming, MessageReader};
@@ -216,13 +216,26 @@ impl Dispatch<'_> {
         let Ok(text) = simdutf8::basic::from_utf8(payload) else {
             return self.invalid(Invalid::Payload);
         };
-        let Ok(envelope) = envelope::parse(text) else {
-            return self.invalid(Invalid::Payload);
-        };
-        if let Some(events) = &namespace.events {
-            if !events.contains(envelope.event.as_ref()) {
-                return self.invalid(Invalid::UnknownEvent);
+        let envelope = match envelope::parse(text) {
+            Ok(Frame::Event(envelope)) => envelope,
+            Ok(Frame::Reply(reply)) => {
+                // Replies bypass the contract: JS matches them to its pending requests.
+                self.bridge().push_reply(self.conn.id, &reply);
+                self.conn.message_delivered();
+                return;
             }
+            Err(_) => return self.invalid(Invalid::Payload),
+        };
+        if let Some(req_id) = envelope.id {
+            if !namespace.accepts_request(&envelope.event) {
+                // Answered here, the connection stays open (design §3: a request gets a reply).
+                let message = format!("Unknown request \"{}\"", envelope.event);
+                let reply = envelope::error_reply(req_id.get(), "unknown_request", &message);
+                self.conn.send(&frame::encode(frame::OP_TEXT, reply.as_bytes()));
+                return;
+            }
+        } else if !namespace.accepts_event(&envelope.event) {
+            return self.invalid(Invalid::UnknownEvent);
         }
         if self.shared.config.panic_on_event.as_deref() == Some(envelope.event.as_ref()) {
             panic!("ferrosocket test hook: panic on event {:?}", envelope.event);
