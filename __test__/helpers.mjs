@@ -608,3 +608,261 @@ export function spawnFixture(name, args = []) {
 }
 
 export const MiB = 1024 * 1024
+
+// ------------------------------------------------------------------------------------------------
+// Handshake-level clients (authentication, policy, attach mode)
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * Attempt a WebSocket upgrade with a real `ws` client. Resolves `{ status: 101, ws }` once it opens
+ * (the socket is `track`ed; the caller closes it) or `{ status, headers, body }` for a refused
+ * upgrade, body read to its end. Rejects on a network error or after `ms`.
+ * `options` are `ws` client options (`headers`, `origin`, …) plus `protocols`.
+ */
+export function tryUpgrade(url, { protocols, ...options } = {}, ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const ws = protocols === undefined ? new WebSocket(url, options) : new WebSocket(url, protocols, options)
+    track(ws, `upgrade ${url}`)
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error(`timed out after ${ms} ms waiting for the upgrade response of ${url}`))
+    }, ms)
+    ws.once('open', () => {
+      clearTimeout(timer)
+      resolve({ status: 101, ws })
+    })
+    ws.once('unexpected-response', (req, res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('error', () => {})
+      res.on('end', () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') })
+        req.destroy()
+      })
+    })
+    ws.once('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+/** A random, valid `Sec-WebSocket-Key`. */
+export function websocketKey() {
+  return crypto.randomBytes(16).toString('base64')
+}
+
+/**
+ * Text of an upgrade request head. `key: null` / `version: null` omit those headers; `headers` adds
+ * more (name → value).
+ */
+export function upgradeHead(urlPath = '/ws', { method = 'GET', key = websocketKey(), version = '13', headers = {}, host = HOST } = {}) {
+  let head = `${method} ${urlPath} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+  if (key !== null) head += `Sec-WebSocket-Key: ${key}\r\n`
+  if (version !== null) head += `Sec-WebSocket-Version: ${version}\r\n`
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
+  return head + '\r\n'
+}
+
+/** One complete HTTP response at the start of `buf` (Content-Length bodies, or up to EOF), or null. */
+function parseHttpResponse(buf, eof) {
+  const idx = buf.indexOf('\r\n\r\n')
+  if (idx < 0) return null
+  const lines = buf.subarray(0, idx).toString('latin1').split('\r\n')
+  const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0])
+  if (!m) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0])}`)
+  const headers = {}
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':')
+    const name = line.slice(0, colon).trim().toLowerCase()
+    const value = line.slice(colon + 1).trim()
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
+  }
+  const status = Number(m[1])
+  const start = idx + 4
+  if (status === 101 || status === 204 || status === 304) {
+    return { length: start, response: { status, statusText: m[2] ?? '', headers, body: '' } }
+  }
+  if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    // Minimal chunked decoding (what express/fastify may send).
+    let off = start
+    const parts = []
+    for (;;) {
+      const eol = buf.indexOf('\r\n', off)
+      if (eol < 0) return null
+      const size = parseInt(buf.subarray(off, eol).toString('latin1'), 16)
+      if (buf.length < eol + 2 + size + 2) return null
+      if (size === 0) {
+        const body = Buffer.concat(parts).toString('utf8')
+        return { length: eol + 4, response: { status, statusText: m[2] ?? '', headers, body } }
+      }
+      parts.push(buf.subarray(eol + 2, eol + 2 + size))
+      off = eol + 2 + size + 2
+    }
+  }
+  if (headers['content-length'] !== undefined) {
+    const len = Number(headers['content-length'])
+    if (buf.length < start + len) return null
+    const body = buf.subarray(start, start + len).toString('utf8')
+    return { length: start + len, response: { status, statusText: m[2] ?? '', headers, body } }
+  }
+  if (!eof) return null
+  return { length: buf.length, response: { status, statusText: m[2] ?? '', headers, body: buf.subarray(start).toString('utf8') } }
+}
+
+/**
+ * A raw TCP client that speaks HTTP/1.1 by hand and, after a 101, WebSocket frames: for requests a
+ * real client would not send (bad versions, huge heads, slow heads) and for several requests on one
+ * connection (attach mode). `request(text)` writes and awaits the next complete response
+ * `{ status, statusText, headers, body }`; after a 101 the server's frames go to `frames`
+ * (`{ opcode, payload, code?, reason? }`). `ended` resolves (with the time) when the server closes.
+ */
+export class RawHttpPeer {
+  static connect(port, ms = 3000) {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, HOST)
+      const timer = setTimeout(() => {
+        socket.destroy()
+        reject(new Error(`raw TCP connect to ${port} timed out after ${ms} ms`))
+      }, ms)
+      socket.once('connect', () => {
+        clearTimeout(timer)
+        socket.setNoDelay(true)
+        resolve(new RawHttpPeer(socket))
+      })
+      socket.once('error', (err) => {
+        clearTimeout(timer)
+        reject(err)
+      })
+    })
+  }
+
+  constructor(socket) {
+    this.socket = socket
+    this.buf = Buffer.alloc(0)
+    this.mode = 'http'
+    this.eof = false
+    this.bytesReceived = 0
+    this.frames = new AsyncQueue('raw http peer frames')
+    this._waiter = null
+    let endedResolve
+    this.ended = new Promise((r) => (endedResolve = r))
+    socket.on('error', () => {})
+    socket.on('data', (chunk) => {
+      this.bytesReceived += chunk.length
+      this.buf = Buffer.concat([this.buf, chunk])
+      this._pump()
+    })
+    const onEnd = () => {
+      if (this.eof) return
+      this.eof = true
+      endedResolve(Date.now())
+      this._pump()
+      this.frames.end('TCP connection closed')
+    }
+    socket.on('end', onEnd)
+    socket.on('close', onEnd)
+  }
+
+  _pump() {
+    if (this.mode === 'http') {
+      const w = this._waiter
+      if (!w) return
+      let parsed
+      try {
+        parsed = parseHttpResponse(this.buf, this.eof)
+      } catch (e) {
+        this._waiter = null
+        return w.reject(e)
+      }
+      if (parsed) {
+        this._waiter = null
+        this.buf = this.buf.subarray(parsed.length)
+        if (parsed.response.status === 101) this.mode = 'ws'
+        w.resolve(parsed.response)
+        if (this.mode === 'ws') this._pump()
+      } else if (this.eof) {
+        this._waiter = null
+        w.reject(new Error(`connection closed before a complete HTTP response (had ${this.buf.length} bytes: ${JSON.stringify(this.buf.subarray(0, 120).toString('latin1'))})`))
+      }
+      return
+    }
+    for (;;) {
+      const buf = this.buf
+      if (buf.length < 2) return
+      const opcode = buf[0] & 0x0f
+      let len = buf[1] & 0x7f
+      let off = 2
+      if (len === 126) {
+        if (buf.length < 4) return
+        len = buf.readUInt16BE(2)
+        off = 4
+      } else if (len === 127) {
+        if (buf.length < 10) return
+        len = Number(buf.readBigUInt64BE(2))
+        off = 10
+      }
+      if (buf[1] & 0x80) off += 4
+      if (buf.length < off + len) return
+      const payload = buf.subarray(off, off + len)
+      this.buf = buf.subarray(off + len)
+      const frame = { opcode, payload, at: Date.now() }
+      if (opcode === 8 && payload.length >= 2) {
+        frame.code = payload.readUInt16BE(0)
+        frame.reason = payload.subarray(2).toString('utf8')
+      }
+      this.frames.push(frame)
+    }
+  }
+
+  /** The next complete HTTP response (rejects on timeout or if the server closes first). */
+  response(ms = 3000) {
+    if (this.mode !== 'http') return Promise.reject(new Error('already upgraded'))
+    if (this._waiter) return Promise.reject(new Error('a response is already awaited'))
+    const d = deferred()
+    this._waiter = d
+    this._pump()
+    return withTimeout(d.promise, ms, 'an HTTP response on the raw connection').finally(() => {
+      if (this._waiter === d) this._waiter = null
+    })
+  }
+
+  /** Write `text` (or bytes) and await the next response. */
+  request(data, ms = 3000) {
+    const p = this.response(ms)
+    this.socket.write(data)
+    return p
+  }
+
+  write(data) {
+    this.socket.write(data)
+  }
+
+  /** Next frame from the server that is not a ping/pong. */
+  async nextData(ms = 2000) {
+    for (;;) {
+      const f = await this.frames.next(ms)
+      if (f.opcode !== 9 && f.opcode !== 10) return f
+    }
+  }
+
+  /** Next data frame parsed as a JSON envelope. */
+  async nextJson(ms = 2000) {
+    const f = await this.nextData(ms)
+    if (f.opcode !== 1 && f.opcode !== 2) throw new Error(`expected a data frame, got opcode ${f.opcode} ${f.code ?? ''} ${f.reason ?? ''}`)
+    return JSON.parse(f.payload.toString('utf8'))
+  }
+
+  sendText(text) {
+    this.socket.write(encodeFrame(1, Buffer.from(text)))
+  }
+
+  sendJson(event, data) {
+    this.sendText(JSON.stringify({ event, data }))
+  }
+
+  destroy() {
+    this.socket.destroy()
+  }
+}
