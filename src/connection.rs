@@ -11,16 +11,21 @@ use crate::protocol::frame::{self, FrameError};
 use crate::protocol::reader::{Flow, Incoming, MessageReader};
 use crate::server::Shared;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::Sleep;
 
 /// Per-thread read buffer: sockets are read into it and parsed in place, so an idle connection
 /// holds no read buffer of its own.
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Reads per wake-up before yielding to other connections on this thread.
 const READS_PER_WAKE: usize = 8;
+/// Loop iterations (each may read up to `READS_PER_WAKE` times) before yielding the thread.
+const STEPS_PER_POLL: usize = 16;
 /// How often a reader paused by global congestion re-checks the bridge.
 const CONGESTION_POLL: Duration = Duration::from_millis(5);
 
@@ -45,6 +50,10 @@ impl Invalid {
 }
 
 /// Runs the connection to its end. `early` holds bytes that arrived with the HTTP head.
+///
+/// The whole connection is one poll function over the socket's readiness and the connection's
+/// waker, so an idle connection's task holds little more than this session (timers are boxed
+/// only while closing or congested).
 pub(crate) async fn serve(conn: Arc<Conn>, shared: Arc<Shared>, mut early: Vec<u8>) {
     let _lifecycle = Lifecycle { conn: conn.clone(), shared: shared.clone() };
     let mut session = Session {
@@ -53,64 +62,14 @@ pub(crate) async fn serve(conn: Arc<Conn>, shared: Arc<Shared>, mut early: Vec<u
         discarding: false,
         read_eof: false,
         write_shut: false,
+        close_timer: None,
+        congestion_timer: None,
     };
     if !early.is_empty() {
         session.ingest(&mut early);
     }
     drop(early);
-    let mut deadline: Option<Instant> = None;
-
-    loop {
-        if conn.is_terminated() {
-            break;
-        }
-        let write_pending = match conn.flush() {
-            Ok(drained) => !drained,
-            Err(_) => break,
-        };
-        let closing = conn.is_closing();
-        if closing {
-            let now = Instant::now();
-            let limit = *deadline.get_or_insert(now + shared.config.close_timeout);
-            if now >= limit {
-                break;
-            }
-            if !write_pending {
-                // Our close frame is out. After a complete handshake the server closes the TCP
-                // connection first (RFC 6455 §7.1.1). After a frame error we cannot parse the
-                // rest, so we half-close and drain until the peer goes away (closing with
-                // unread input would send RST and could destroy the close frame in flight).
-                if session.dispatch.peer_closed {
-                    break;
-                }
-                if session.discarding && !session.write_shut {
-                    session.write_shut = true;
-                    let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Write);
-                }
-            }
-        }
-        if session.read_eof {
-            // The peer is gone: nothing more can be delivered either way.
-            break;
-        }
-        let congested = shared.bridge.is_congested();
-        let flow_paused = !closing && (conn.inflight_full() || congested);
-        conn.set_reading_paused(flow_paused);
-
-        tokio::select! {
-            biased;
-            _ = conn.wake.notified() => {}
-            r = conn.stream().writable(), if write_pending => {
-                if r.is_err() { break; }
-            }
-            r = conn.stream().readable(), if !flow_paused => {
-                if r.is_err() { break; }
-                session.read_available();
-            }
-            _ = tokio::time::sleep(CONGESTION_POLL), if flow_paused && congested => {}
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
-        }
-    }
+    std::future::poll_fn(|cx| session.poll(cx)).await;
 }
 
 struct Session<'a> {
@@ -120,9 +79,85 @@ struct Session<'a> {
     discarding: bool,
     read_eof: bool,
     write_shut: bool,
+    /// Started when our close frame is queued: the peer has `closeTimeoutMs` to answer.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// While JS is congested, re-check every few milliseconds.
+    congestion_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Session<'_> {
+    /// One wake-up: flush, advance the close handshake, read what is available. `Ready` when the
+    /// connection is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let conn = self.dispatch.conn;
+        let shared = self.dispatch.shared;
+        for _ in 0..STEPS_PER_POLL {
+            conn.register_waker(cx.waker());
+            if conn.is_terminated() {
+                return Poll::Ready(());
+            }
+            let write_pending = match conn.flush() {
+                Ok(drained) => !drained,
+                Err(_) => return Poll::Ready(()),
+            };
+            if write_pending {
+                match conn.stream().poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+            }
+            let closing = conn.is_closing();
+            if closing {
+                let timer = self
+                    .close_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(shared.config.close_timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(()); // the peer never completed the close handshake
+                }
+                if !write_pending {
+                    // Our close frame is out. After a complete handshake the server closes the
+                    // TCP connection first (RFC 6455 §7.1.1). After a frame error we cannot parse
+                    // the rest, so we half-close and drain until the peer goes away (closing with
+                    // unread input would send RST and could destroy the close frame in flight).
+                    if self.dispatch.peer_closed {
+                        return Poll::Ready(());
+                    }
+                    if self.discarding && !self.write_shut {
+                        self.write_shut = true;
+                        let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Write);
+                    }
+                }
+            }
+            if self.read_eof {
+                return Poll::Ready(()); // the peer is gone: nothing more can be delivered
+            }
+            let congested = shared.bridge.is_congested();
+            let flow_paused = !closing && (conn.inflight_full() || congested);
+            conn.set_reading_paused(flow_paused);
+            if flow_paused {
+                // An ack wakes us; global congestion has no owner to wake us, so poll for it.
+                if congested {
+                    let timer = self.congestion_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(CONGESTION_POLL)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.congestion_timer = None;
+                        continue;
+                    }
+                }
+                return Poll::Pending;
+            }
+            self.congestion_timer = None;
+            match conn.stream().poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => self.read_available(),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // Plenty of work done in one go: let other connections on this thread run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Reads what the socket has (bounded per wake-up) and processes it in place.
     fn read_available(&mut self) {
         for _ in 0..READS_PER_WAKE {

@@ -163,8 +163,10 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         // Shutdown began while we were registering: close like every other connection.
         conn.close(close::GOING_AWAY, "Server shutting down");
     }
-    buf.drain(..upgrade.head_len);
-    connection::serve(conn, shared, buf).await;
+    // The connection gets a task of its own: everything the handshake held (request, buffers)
+    // is freed here instead of living as long as the connection inside this future.
+    let early = buf.split_off(upgrade.head_len);
+    tokio::spawn(connection::serve(conn, shared, early));
 }
 
 /// Resolves when the peer closes or resets the connection. Data it sends early (frames before our
