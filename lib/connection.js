@@ -66,23 +66,30 @@ class Connection {
     this.data = opened.data
     this.openedAt = Date.now()
     this.userId = opened.userId ?? undefined
-    this.rooms = new Set()
-    this._handlers = new Map()
-    this._requestHandlers = new Map()
+    // Collections are created on first use: an idle connection should cost a few hundred bytes
+    // of JS heap, and most connections never use most of them.
+    this._rooms = null
+    this._handlers = null
+    this._requestHandlers = null
     /** Client → server requests received and not answered yet, by id JSON text. */
-    this._inbound = new Map()
+    this._inbound = null
     /** Server → client requests awaiting a reply, by id. */
-    this._outbound = new Map()
+    this._outbound = null
     this._nextRequestId = 0
     /** Queued messages acknowledged early while replies are awaited (see `_readAhead`). */
     this._ahead = 0
     this._queue = []
-    this._buffered = []
+    this._buffered = null
     this._running = false
     this._closing = false
     this._closeInfo = undefined
-    this._closeHandlers = []
-    this._closeWaiters = []
+    this._closeHandlers = null
+    this._closeWaiters = null
+  }
+
+  /** Rooms this connection has joined. */
+  get rooms() {
+    return (this._rooms ??= new Set())
   }
 
   get headers() {
@@ -125,7 +132,7 @@ class Connection {
     if (contract && !hasEvent(contract.in, event)) {
       throw new TypeError(`Unknown inbound event "${event}": it is not in the contract's "in" map`)
     }
-    this._handlers.set(event, handler)
+    ;(this._handlers ??= new Map()).set(event, handler)
     this._replayBuffered(event)
     return this
   }
@@ -141,7 +148,7 @@ class Connection {
     if (contract && !hasEvent(contract.requests, name)) {
       throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
     }
-    this._requestHandlers.set(name, handler)
+    ;(this._requestHandlers ??= new Map()).set(name, handler)
     this._replayBuffered(name, true)
     return this
   }
@@ -164,7 +171,7 @@ class Connection {
     if (!this.isOpen) return Promise.reject(closedBeforeReply(name))
     return new Promise((resolve, reject) => {
       const pending = { name, resolve, reject, timer: undefined }
-      this._outbound.set(id, pending)
+      ;(this._outbound ??= new Map()).set(id, pending)
       if (timeoutMs > 0) {
         pending.timer = setTimeout(() => {
           if (this._outbound.get(id) !== pending) return
@@ -184,7 +191,7 @@ class Connection {
 
   /** Raw-mode namespaces: receive each message as a string (text) or Buffer (binary). */
   onRawMessage(handler) {
-    this._handlers.set(RAW, handler)
+    ;(this._handlers ??= new Map()).set(RAW, handler)
     this._replayBuffered(RAW)
     return this
   }
@@ -206,26 +213,26 @@ class Connection {
       const { code, reason } = this._closeInfo
       queueMicrotask(() => this._callSafely(handler, code, reason))
     } else {
-      this._closeHandlers.push(handler)
+      ;(this._closeHandlers ??= []).push(handler)
     }
     return this
   }
 
   waitForClose() {
     if (this._closeInfo) return Promise.resolve({ ...this._closeInfo })
-    return new Promise((resolve) => this._closeWaiters.push(resolve))
+    return new Promise((resolve) => (this._closeWaiters ??= []).push(resolve))
   }
 
   join(room) {
     if (this.isOpen) {
       this._server._native.join(this._nid, String(room))
-      this.rooms.add(String(room))
+      ;(this._rooms ??= new Set()).add(String(room))
     }
     return this
   }
 
   leave(room) {
-    if (this.rooms.delete(String(room)) && this._closeInfo === undefined) {
+    if (this._rooms?.delete(String(room)) && this._closeInfo === undefined) {
       this._server._native.leave(this._nid, String(room))
     }
     return this
@@ -259,14 +266,14 @@ class Connection {
 
   /** A request from the client; `rawId` is its id's JSON text, echoed verbatim in the reply. */
   _receiveRequest(event, data, meta, rawId) {
-    if (this._inbound.has(rawId)) {
+    if (this._inbound?.has(rawId)) {
       // The original keeps running and gets its own reply; only the duplicate is refused.
       this._server._ack(this)
       this._sendReply(rawId, `"error":${errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight')}`)
       return
     }
     const request = { event, data, meta, acked: false, ahead: false, request: true, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
-    this._inbound.set(rawId, request)
+    ;(this._inbound ??= new Map()).set(rawId, request)
     const timeoutMs = this._server._requestTimeoutMs
     if (timeoutMs > 0) request.timer = setTimeout(() => this._requestTimedOut(request, timeoutMs), timeoutMs)
     this._enqueue(request)
@@ -275,7 +282,7 @@ class Connection {
   /** A reply to `conn.request`: settles its promise now, whatever the queue is doing. */
   _receiveReply(id, data, error) {
     this._server._ack(this)
-    const pending = typeof id === 'number' ? this._outbound.get(id) : undefined
+    const pending = typeof id === 'number' ? this._outbound?.get(id) : undefined
     if (!pending) {
       this._server._stats.unknownReplies++
       return
@@ -304,7 +311,7 @@ class Connection {
 
   _enqueue(message) {
     this._queue.push(message)
-    if (this._outbound.size > 0) this._readAhead(message)
+    if (this._outbound?.size > 0) this._readAhead(message)
     if (!this._running) this._pump()
   }
 
@@ -330,16 +337,16 @@ class Connection {
   _closed(code, reason) {
     this._closeInfo = { code, reason }
     this._closing = true
-    this.rooms.clear()
-    for (const request of this._inbound.values()) this._abandon(request, closedBeforeReply(request.event))
-    this._inbound.clear()
-    for (const [id, pending] of this._outbound) {
+    this._rooms?.clear()
+    for (const request of this._inbound?.values() ?? []) this._abandon(request, closedBeforeReply(request.event))
+    this._inbound?.clear()
+    for (const [id, pending] of this._outbound ?? []) {
       this._outbound.delete(id)
       clearTimeout(pending.timer)
       pending.reject(closedBeforeReply(pending.name, code))
     }
-    for (const handler of this._closeHandlers.splice(0)) this._callSafely(handler, code, reason)
-    for (const resolve of this._closeWaiters.splice(0)) resolve({ code, reason })
+    for (const handler of this._closeHandlers?.splice(0) ?? []) this._callSafely(handler, code, reason)
+    for (const resolve of this._closeWaiters?.splice(0) ?? []) resolve({ code, reason })
   }
 
   // ---- dispatch ----
@@ -354,7 +361,7 @@ class Connection {
         continue
       }
       const key = this._ns.raw ? RAW : message.event
-      const handler = (message.request ? this._requestHandlers : this._handlers).get(key)
+      const handler = (message.request ? this._requestHandlers : this._handlers)?.get(key)
       if (!handler) {
         this._buffer(message)
         continue
@@ -503,7 +510,7 @@ class Connection {
     if (request.done) return
     request.done = true
     clearTimeout(request.timer)
-    if (this._inbound.get(request.rawId) === request) this._inbound.delete(request.rawId)
+    if (this._inbound?.get(request.rawId) === request) this._inbound.delete(request.rawId)
     this._sendReply(request.rawId, body)
   }
 
@@ -542,7 +549,7 @@ class Connection {
 
   _buffer(message) {
     this._settle(message) // buffered messages are bounded here, so they no longer hold Rust back
-    this._buffered.push(message)
+    ;(this._buffered ??= []).push(message)
     if (this._buffered.length > this._server._maxBufferedMessages) {
       const dropped = this._buffered.shift()
       if (dropped.request) {
@@ -554,12 +561,12 @@ class Connection {
 
   /** A request that timed out while buffered leaves the buffer. */
   _unbuffer(request) {
-    const i = this._buffered.indexOf(request)
+    const i = this._buffered?.indexOf(request) ?? -1
     if (i >= 0) this._buffered.splice(i, 1)
   }
 
   _replayBuffered(key, requests = false) {
-    if (this._buffered.length === 0) return
+    if (!this._buffered?.length) return
     const matches = (m) => m.request === requests && (this._ns.raw ? RAW : m.event) === key
     const replay = this._buffered.filter(matches)
     if (replay.length === 0) return
