@@ -84,6 +84,7 @@ export interface ServerOptions {
   requireProtocol?: boolean
   authenticate?: boolean
   panicOnEvent?: string
+  referenceHandlers?: boolean
 }
 
 /** Test hook: proves a panic inside an export becomes a JS exception. */

@@ -21,7 +21,7 @@ const SOURCES = '127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4'
 // options
 // ---------------------------------------------------------------------------------------------
 
-const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,socketio,uws] [--workloads ids]
+const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferrosocket-rust,socketio,uws] [--workloads ids]
                         [--duration S] [--repeat N] [--out DIR] [--no-pin] [--server-cpu N] [--loadgen-cpu N]
   --quick         ~1 minute per couple of peers: shorter runs (2 s) and holds; same workloads
   --peers         which servers (default: every available one; ws is the baseline of the ratios)
@@ -163,6 +163,12 @@ const PEERS = {
     path: '/ws',
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
   },
+  'ferrosocket-rust': {
+    script: 'ferrosocket-rust.js',
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
   socketio: {
     script: 'socketio.js',
     proto: 'socketio',
@@ -184,7 +190,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-rust', 'socketio', 'uws']
 
 /** null when `code` runs under `node` (exit 0), else the reason. */
 function canRun(node, code, cwd) {
@@ -206,6 +212,7 @@ function peerVersion(name) {
   if (name === 'ws') return `ws ${read(path.join(BENCH, 'node_modules/ws/package.json'))} + bufferutil ${read(path.join(BENCH, 'node_modules/bufferutil/package.json'))}`
   if (name === 'socketio') return `socket.io ${read(path.join(BENCH, 'node_modules/socket.io/package.json'))}`
   if (name === 'ferrosocket') return `ferrosocket ${read(path.join(ROOT, 'package.json'))}`
+  if (name === 'ferrosocket-rust') return `ferrosocket ${read(path.join(ROOT, 'package.json'))} (Rust-only reference handlers)`
   if (name === 'uws') {
     const d = process.env.UWS_DIR
     return `uWebSockets.js ${read(path.join(d, 'node_modules/uWebSockets.js/package.json')) || read(path.join(d, 'uws/package.json')) || '?'}`
@@ -567,7 +574,7 @@ function describeProblem(wl, rec) {
 // SVG chart (hand-written: grouped bars, one group per workload, one bar per server, ws = 1)
 // ---------------------------------------------------------------------------------------------
 
-const COLORS = { ws: '#8c8c8c', ferrosocket: '#d9480f', socketio: '#1971c2', uws: '#2f9e44' }
+const COLORS = { ws: '#8c8c8c', ferrosocket: '#d9480f', 'ferrosocket-rust': '#f59f00', socketio: '#1971c2', uws: '#2f9e44' }
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
 function svgPanel(y0, title, groups, peers, width) {

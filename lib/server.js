@@ -127,6 +127,7 @@ class Server {
         requireProtocol: options.requireProtocol === true,
         authenticate: this._authenticate !== undefined,
         panicOnEvent: options.__testPanicOnEvent,
+        referenceHandlers: options.__referenceHandlers === true,
       },
       (json) => this._onBatch(json),
     )

@@ -50,6 +50,7 @@ pub struct ServerOptions {
     pub require_protocol: Option<bool>,
     pub authenticate: Option<bool>,
     pub panic_on_event: Option<String>,
+    pub reference_handlers: Option<bool>,
 }
 
 fn count(v: Option<f64>, default: usize) -> usize {
@@ -122,6 +123,7 @@ fn to_config(o: ServerOptions) -> Result<Config> {
         require_protocol: o.require_protocol.unwrap_or(false),
         authenticate: o.authenticate.unwrap_or(false),
         panic_on_event: o.panic_on_event,
+        reference_handlers: o.reference_handlers.unwrap_or(false),
     })
 }
 

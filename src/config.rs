@@ -50,6 +50,8 @@ pub struct Config {
     pub authenticate: bool,
     /// Test hook: a connection task panics when it receives this event.
     pub panic_on_event: Option<String>,
+    /// Bench hook: answer the benchmark protocol in Rust (see `reference.rs`).
+    pub reference_handlers: bool,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             authenticate: false,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             panic_on_event: None,
+            reference_handlers: false,
         }
     }
 }

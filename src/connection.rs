@@ -9,6 +9,7 @@ use crate::envelope::{self, Frame};
 use crate::protocol::close;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::reader::{Flow, Incoming, MessageReader};
+use crate::reference;
 use crate::server::Shared;
 use std::cell::RefCell;
 use std::future::Future;
@@ -58,7 +59,7 @@ pub(crate) async fn serve(conn: Arc<Conn>, shared: Arc<Shared>, mut early: Vec<u
     let _lifecycle = Lifecycle { conn: conn.clone(), shared: shared.clone() };
     let mut session = Session {
         reader: MessageReader::new(shared.config.max_payload),
-        dispatch: Dispatch { conn: &conn, shared: &shared, peer_closed: false },
+        dispatch: Dispatch { conn: &conn, shared: &shared, peer_closed: false, corked: Vec::new() },
         discarding: false,
         read_eof: false,
         write_shut: false,
@@ -194,6 +195,9 @@ impl Session<'_> {
         }
         let dispatch = &mut self.dispatch;
         let result = self.reader.feed(bytes, &mut |message| dispatch.on_incoming(message));
+        if !dispatch.corked.is_empty() {
+            reference::flush(&mut dispatch.corked);
+        }
         let failure = match result {
             Ok(_) => return,
             Err(FrameError::Protocol(_)) => (close::PROTOCOL_ERROR, "Protocol error"),
@@ -210,6 +214,8 @@ struct Dispatch<'a> {
     conn: &'a Arc<Conn>,
     shared: &'a Arc<Shared>,
     peer_closed: bool,
+    /// Connections with frames queued by the Rust reference handlers, written after each read.
+    corked: Vec<Arc<Conn>>,
 }
 
 impl Dispatch<'_> {
@@ -274,6 +280,11 @@ impl Dispatch<'_> {
         }
         if self.shared.config.panic_on_event.as_deref() == Some(envelope.event.as_ref()) {
             panic!("ferrosocket test hook: panic on event {:?}", envelope.event);
+        }
+        if self.shared.config.reference_handlers
+            && reference::handle(self.conn, self.shared, &envelope, &mut self.corked)
+        {
+            return;
         }
         self.bridge().push_message(self.conn.id, &envelope);
         self.conn.message_delivered();

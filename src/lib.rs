@@ -7,6 +7,7 @@ pub mod connection;
 pub mod envelope;
 pub mod outbound;
 pub mod protocol;
+pub mod reference;
 pub mod registry;
 pub mod server;
 pub mod upgrade;
