@@ -420,6 +420,36 @@ export function encodeFrame(opcode, payload, { fin = true, mask = true } = {}) {
 }
 
 /**
+ * Decodes one server frame from the front of `buf`: `{ frame: { opcode, payload, at, code?, reason? },
+ * rest }`, or null while the frame is incomplete. Masked frames (servers must not send them) are
+ * tolerated so a test can still see what arrived.
+ */
+export function takeServerFrame(buf) {
+  if (buf.length < 2) return null
+  const opcode = buf[0] & 0x0f
+  let len = buf[1] & 0x7f
+  let off = 2
+  if (len === 126) {
+    if (buf.length < 4) return null
+    len = buf.readUInt16BE(2)
+    off = 4
+  } else if (len === 127) {
+    if (buf.length < 10) return null
+    len = Number(buf.readBigUInt64BE(2))
+    off = 10
+  }
+  if (buf[1] & 0x80) off += 4
+  if (buf.length < off + len) return null
+  const payload = buf.subarray(off, off + len)
+  const frame = { opcode, payload, at: Date.now() }
+  if (opcode === 8 && payload.length >= 2) {
+    frame.code = payload.readUInt16BE(0)
+    frame.reason = payload.subarray(2).toString('utf8')
+  }
+  return { frame, rest: buf.subarray(off + len) }
+}
+
+/**
  * Handshake by hand over `net`. The returned peer never answers anything on its own (no pong, no
  * close reply): `frames` is an AsyncQueue of `{ opcode, payload, code?, reason? }` sent by the server,
  * `ended` resolves when the server ends/destroys the TCP connection.
@@ -463,30 +493,9 @@ export function rawConnect(port, urlPath = '/ws', ms = 3000) {
         upgraded = true
         resolve(peer)
       }
-      for (;;) {
-        if (buf.length < 2) return
-        const opcode = buf[0] & 0x0f
-        let len = buf[1] & 0x7f
-        let off = 2
-        if (len === 126) {
-          if (buf.length < 4) return
-          len = buf.readUInt16BE(2)
-          off = 4
-        } else if (len === 127) {
-          if (buf.length < 10) return
-          len = Number(buf.readBigUInt64BE(2))
-          off = 10
-        }
-        if (buf[1] & 0x80) off += 4 // server frames should not be masked; tolerate for parsing
-        if (buf.length < off + len) return
-        const payload = buf.subarray(off, off + len)
-        buf = buf.subarray(off + len)
-        const frame = { opcode, payload, at: Date.now() }
-        if (opcode === 8 && payload.length >= 2) {
-          frame.code = payload.readUInt16BE(0)
-          frame.reason = payload.subarray(2).toString('utf8')
-        }
-        frames.push(frame)
+      for (let taken; (taken = takeServerFrame(buf)); ) {
+        buf = taken.rest
+        frames.push(taken.frame)
       }
     })
     const peer = {
@@ -788,31 +797,9 @@ export class RawHttpPeer {
       }
       return
     }
-    for (;;) {
-      const buf = this.buf
-      if (buf.length < 2) return
-      const opcode = buf[0] & 0x0f
-      let len = buf[1] & 0x7f
-      let off = 2
-      if (len === 126) {
-        if (buf.length < 4) return
-        len = buf.readUInt16BE(2)
-        off = 4
-      } else if (len === 127) {
-        if (buf.length < 10) return
-        len = Number(buf.readBigUInt64BE(2))
-        off = 10
-      }
-      if (buf[1] & 0x80) off += 4
-      if (buf.length < off + len) return
-      const payload = buf.subarray(off, off + len)
-      this.buf = buf.subarray(off + len)
-      const frame = { opcode, payload, at: Date.now() }
-      if (opcode === 8 && payload.length >= 2) {
-        frame.code = payload.readUInt16BE(0)
-        frame.reason = payload.subarray(2).toString('utf8')
-      }
-      this.frames.push(frame)
+    for (let taken; (taken = takeServerFrame(this.buf)); ) {
+      this.buf = taken.rest
+      this.frames.push(taken.frame)
     }
   }
 
