@@ -1,7 +1,13 @@
 //! Rust → JS delivery. Events from every connection are appended to ONE batch: a JSON array text
 //! that JS turns into values with a single `JSON.parse`, plus a side list of byte blobs for raw
-//! messages. The JS thread is woken once per batch (when the batch goes from empty to non-empty),
-//! so under load one N-API call carries thousands of messages instead of one call per message.
+//! messages, so under load one N-API call carries thousands of messages instead of one per message.
+//!
+//! When to wake JS: not on the first entry of a batch. Waking the JS thread makes the kernel switch
+//! to it at once (on a busy or single core), JS then drains a batch of one, and the I/O thread
+//! repeats that for every event. Instead the first entry marks the batch as needing a wake, and the
+//! I/O thread delivers it when it is about to park ([`Bridge::wake_if_pending`], called from the
+//! runtime's park hook), or at once when the batch is already large, so a busy I/O thread never
+//! holds events back for long.
 //!
 //! Entry shapes (first element is the kind; `id` is the connection id):
 //! - `[0, id, namespaceIndex, "remoteAddress", authId, "head"|null, "protocol"|null]`  connection
@@ -23,7 +29,7 @@
 use crate::envelope::{Envelope, Reply};
 use parking_lot::Mutex;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub const KIND_OPEN: u8 = 0;
 pub const KIND_MESSAGE: u8 = 1;
@@ -40,6 +46,7 @@ struct Batch {
     /// `[` + comma-separated entries; closed with `]` when taken.
     json: String,
     blobs: Vec<Vec<u8>>,
+    entries: usize,
 }
 
 /// What JS receives per wake-up.
@@ -48,8 +55,14 @@ pub struct TakenBatch {
     pub blobs: Vec<Vec<u8>>,
 }
 
+/// A batch this large wakes JS right away instead of waiting for the I/O thread to park.
+const WAKE_AT_ENTRIES: usize = 512;
+const WAKE_AT_BYTES: usize = 256 * 1024;
+
 pub struct Bridge {
     batch: Mutex<Batch>,
+    /// The batch has entries JS has not been woken for yet.
+    wake_pending: AtomicBool,
     /// Bytes currently waiting in the batch; readers pause above `max_pending_bytes`.
     pending_bytes: AtomicUsize,
     max_pending_bytes: usize,
@@ -61,6 +74,7 @@ impl Bridge {
     pub fn new(max_pending_bytes: usize, wake_js: Box<dyn Fn() + Send + Sync>) -> Self {
         Self {
             batch: Mutex::new(Batch::default()),
+            wake_pending: AtomicBool::new(false),
             pending_bytes: AtomicUsize::new(0),
             max_pending_bytes,
             wake_js,
@@ -74,15 +88,27 @@ impl Bridge {
 
     /// Appends one entry written by `write` (which must produce a JSON array literal).
     fn push(&self, write: impl FnOnce(&mut Batch)) {
-        let was_empty;
+        let large;
         {
             let mut batch = self.batch.lock();
-            was_empty = batch.json.is_empty();
+            let was_empty = batch.json.is_empty();
             batch.json.push(if was_empty { '[' } else { ',' });
             write(&mut batch);
+            batch.entries += 1;
+            if was_empty {
+                self.wake_pending.store(true, Ordering::Release);
+            }
+            large = batch.entries >= WAKE_AT_ENTRIES || batch.json.len() >= WAKE_AT_BYTES;
             self.pending_bytes.store(batch.json.len(), Ordering::Relaxed);
         }
-        if was_empty {
+        if large {
+            self.wake_if_pending();
+        }
+    }
+
+    /// Wakes JS if entries arrived since the last wake. Called by I/O threads before they park.
+    pub fn wake_if_pending(&self) {
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
             (self.wake_js)();
         }
     }
@@ -218,7 +244,10 @@ mod tests {
         let crate::envelope::Frame::Event(env) = frame(r#"{"event":"e","data":{"x":"\u00e9"}}"#) else { panic!() };
         b.push_message(1, &env);
         b.push_close(1, 1000, "bye \"now\"");
-        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "no wake until the I/O thread parks");
+        b.wake_if_pending();
+        b.wake_if_pending();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "one wake per batch");
         let taken = b.take();
         let v: serde_json::Value = serde_json::from_str(&taken.json).unwrap();
         assert_eq!(
@@ -227,6 +256,7 @@ mod tests {
         );
         assert!(b.take().json.is_empty());
         b.push_shutdown_complete();
+        b.wake_if_pending();
         assert_eq!(wakes.load(Ordering::SeqCst), 2, "a new batch wakes JS again");
         b.push_handshake(7, 1, "::1", "GET /ws HTTP/1.1\r\n\r\n");
         b.push_abandoned(7);
@@ -270,6 +300,17 @@ mod tests {
         let t = b.take();
         assert_eq!(t.json, "[[4,3,1,0],[4,3,0,1]]");
         assert_eq!(t.blobs, vec![vec![0, 255], b"hi".to_vec()]);
+    }
+
+    #[test]
+    fn a_large_batch_wakes_js_without_waiting_for_park() {
+        let (b, wakes) = bridge();
+        for _ in 0..WAKE_AT_ENTRIES {
+            b.push_shutdown_complete();
+        }
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        b.wake_if_pending();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "already woken for this batch");
     }
 
     #[test]

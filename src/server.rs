@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 pub struct Shared {
     pub config: Config,
     pub registry: Registry<Arc<Conn>>,
-    pub bridge: Bridge,
+    pub bridge: Arc<Bridge>,
     open: AtomicUsize,
     next_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -92,15 +92,19 @@ impl Server {
     /// `wake_js` is called (from any thread) when a new batch of events is ready for JS.
     pub fn new(config: Config, wake_js: Box<dyn Fn() + Send + Sync>) -> Result<Self, String> {
         config.validate()?;
+        let bridge = Arc::new(Bridge::new(config.max_pending_bytes, wake_js));
+        let park_bridge = bridge.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("ferrosocket-io")
+            // An I/O thread that runs out of work hands JS what it produced meanwhile.
+            .on_thread_park(move || park_bridge.wake_if_pending())
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
         let shared = Arc::new(Shared {
             registry: Registry::new(config.namespaces.len()),
-            bridge: Bridge::new(config.max_pending_bytes, wake_js),
+            bridge,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
