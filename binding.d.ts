@@ -13,9 +13,6 @@ export declare class NativeServer {
   constructor(options: ServerOptions, onBatch: (arg: string) => void)
   /** Binds and starts accepting; returns the port. */
   listen(): number
-  get connectionCount(): number
-  /** Everything queued for JS right now (used to flush synchronously at shutdown). */
-  drain(): string
   /** Until `uncork`, sends only queue; `uncork` writes each touched socket once. */
   cork(): void
   uncork(): void

@@ -188,21 +188,6 @@ impl NativeServer {
         self.server.listen().map(u32::from).map_err(|e| Error::from_reason(format!("listen failed: {e}")))
     }
 
-    #[napi(getter, catch_unwind)]
-    pub fn connection_count(&self) -> u32 {
-        self.server.connection_count() as u32
-    }
-
-    /// Everything queued for JS right now (used to flush synchronously at shutdown).
-    #[napi(catch_unwind)]
-    pub fn drain(&self) -> String {
-        let taken = self.server.take_batch();
-        if !taken.blobs.is_empty() {
-            self.blobs.lock().extend(taken.blobs);
-        }
-        taken.json
-    }
-
     /// Until `uncork`, sends only queue; `uncork` writes each touched socket once.
     #[napi(catch_unwind)]
     pub fn cork(&self) {

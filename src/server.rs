@@ -158,10 +158,6 @@ impl Server {
         *self.port.lock()
     }
 
-    pub fn connection_count(&self) -> usize {
-        self.shared.registry.len()
-    }
-
     /// Encodes `payload` once as a text frame and queues it for every connection in the audience.
     pub fn publish(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
         let frame = frame::encode(frame::OP_TEXT, payload);
