@@ -1,0 +1,84 @@
+// `npm start` (examples/chat) in a real browser: two headless Chromium tabs open the page, join the
+// same room and chat; a third tab in another room sees none of it. Chromium is found at
+// $CHROMIUM_PATH or /usr/bin/chromium (.ci/run installs Debian's package); where there is none the
+// test is skipped with a message, so `npm test` still passes on a machine without a browser.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { AsyncQueue, killChild } from './helpers.mjs'
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const hasBrowser = fs.existsSync(CHROMIUM)
+
+/** Starts examples/chat on ephemeral ports and resolves with the URL it prints. */
+async function startChat(t) {
+  const child = spawn(process.execPath, [path.join(ROOT, 'examples/chat/server.js')], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.after(() => killChild(child))
+  const lines = new AsyncQueue('chat example output')
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
+  }
+  child.on('exit', (code) => lines.end(`chat example exited with ${code}`))
+  for (;;) {
+    const url = /(http:\/\/[^\s]+)/.exec(await lines.next(10_000))?.[1]
+    if (url) return url
+  }
+}
+
+async function openTab(browser, url, name, room) {
+  const page = await browser.newPage()
+  await page.goto(url)
+  await page.locator('#status', { hasText: 'connected' }).waitFor({ timeout: 10_000 })
+  await page.fill('#join input[name=name]', name)
+  await page.fill('#join input[name=room]', room)
+  await page.click('#join button')
+  // Our own join shows up as presence once the server has put us in the room.
+  await page.locator('#log p.presence', { hasText: `${name} joined ${room}` }).waitFor({ timeout: 10_000 })
+  return page
+}
+
+test('two browser tabs chat in a room through examples/chat; a tab in another room sees nothing', { skip: !hasBrowser && `no Chromium at ${CHROMIUM}` }, async (t) => {
+  const { chromium } = await import('playwright-core')
+  const url = await startChat(t)
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+  t.after(() => browser.close())
+
+  const alice = await openTab(browser, url, 'alice', 'lobby')
+  const bob = await openTab(browser, url, 'bob', 'lobby')
+  const carol = await openTab(browser, url, 'carol', 'elsewhere')
+  await alice.locator('#log p.presence', { hasText: 'bob joined lobby (2 online)' }).waitFor({ timeout: 10_000 })
+
+  await alice.fill('#send input[name=text]', 'hello from alice')
+  await alice.click('#send button')
+  await bob.locator('#log p', { hasText: 'alice: hello from alice' }).waitFor({ timeout: 10_000 })
+  await bob.fill('#send input[name=text]', 'hi alice')
+  await bob.click('#send button')
+  await alice.locator('#log p', { hasText: 'bob: hi alice' }).waitFor({ timeout: 10_000 })
+
+  // (playwright launches with a fresh temporary profile of its own.)
+  // Positive control for carol: her own room works …
+  await carol.fill('#send input[name=text]', 'anyone?')
+  await carol.click('#send button')
+  await carol.locator('#log p', { hasText: 'carol: anyone?' }).waitFor({ timeout: 10_000 })
+  // … and by then nothing from the lobby has reached her page, nor hers theirs.
+  const carolLog = await carol.locator('#log').innerText()
+  assert.doesNotMatch(carolLog, /alice|bob/)
+  assert.doesNotMatch(await alice.locator('#log').innerText(), /anyone\?/)
+
+  // Closing a tab is seen by the others as presence.
+  await bob.close()
+  await alice.locator('#log p.presence', { hasText: 'bob left lobby (1 online)' }).waitFor({ timeout: 10_000 })
+})
