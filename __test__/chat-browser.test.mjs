@@ -6,33 +6,12 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { AsyncQueue, killChild } from './helpers.mjs'
+import { startPrintingUrl } from './helpers.mjs'
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const hasBrowser = fs.existsSync(CHROMIUM)
-
-/** Starts examples/chat on ephemeral ports and resolves with the URL it prints. */
-async function startChat(t) {
-  const child = spawn(process.execPath, [path.join(ROOT, 'examples/chat/server.js')], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.after(() => killChild(child))
-  const lines = new AsyncQueue('chat example output')
-  for (const stream of [child.stdout, child.stderr]) {
-    stream.setEncoding('utf8')
-    stream.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
-  }
-  child.on('exit', (code) => lines.end(`chat example exited with ${code}`))
-  for (;;) {
-    const url = /(http:\/\/[^\s]+)/.exec(await lines.next(10_000))?.[1]
-    if (url) return url
-  }
-}
 
 async function openTab(browser, url, name, room) {
   const page = await browser.newPage()
@@ -48,7 +27,7 @@ async function openTab(browser, url, name, room) {
 
 test('two browser tabs chat in a room through examples/chat; a tab in another room sees nothing', { skip: !hasBrowser && `no Chromium at ${CHROMIUM}` }, async (t) => {
   const { chromium } = await import('playwright-core')
-  const url = await startChat(t)
+  const { url } = await startPrintingUrl(t, path.join(ROOT, 'examples/chat/server.js'))
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

@@ -531,6 +531,29 @@ export function rawConnect(port, urlPath = '/ws', ms = 3000) {
 // ------------------------------------------------------------------------------------------------
 
 /** Resolves `{ code, signal }` when `child` exits; rejects after `ms`. */
+/**
+ * Runs `node <file> ...args` on ephemeral ports (PORT=0, HOST=127.0.0.1), killed after the test,
+ * and resolves with `{ child, url }`: the first http(s) or ws(s) URL the program prints.
+ */
+export async function startPrintingUrl(t, file, args = [], ms = 10_000) {
+  const child = spawn(process.execPath, [file, ...args], {
+    cwd: path.dirname(file),
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.after(() => killChild(child))
+  const lines = new AsyncQueue(`${path.basename(file)} output`)
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
+  }
+  child.on('exit', (code) => lines.end(`${path.basename(file)} exited with ${code}`))
+  for (;;) {
+    const url = /((?:https?|wss?):\/\/[^\s'"]+)/.exec(await lines.next(ms))?.[1]
+    if (url) return { child, url: url.replace('0.0.0.0', '127.0.0.1').replace('localhost', '127.0.0.1') }
+  }
+}
+
 export function waitExit(child, ms) {
   if (child.exitCode !== null || child.signalCode !== null) {
     return Promise.resolve({ code: child.exitCode, signal: child.signalCode })

@@ -4,12 +4,10 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createServer, defineContract, CloseCode } from '../index.js'
 import {
   HOST,
-  AsyncQueue,
   startServer,
   connect,
   send,
@@ -19,7 +17,7 @@ import {
   httpGet,
   withTimeout,
   waitExit,
-  killChild,
+  startPrintingUrl,
 } from './helpers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -169,24 +167,8 @@ test('setup: `npm start` runs examples/chat, which prints a URL serving an HTML 
   const file = path.join(ROOT, m[1])
   assert.ok(fs.existsSync(file), `${m[1]} exists`)
   const args = m[2].trim() ? m[2].trim().split(/\s+/) : []
-  const child = spawn(process.execPath, [file, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.after(() => killChild(child))
-  const lines = new AsyncQueue('chat example output')
-  for (const stream of [child.stdout, child.stderr]) {
-    stream.setEncoding('utf8')
-    stream.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
-  }
-  child.on('exit', (code) => lines.end(`chat example exited with ${code}`))
-  let url
-  while (!url) {
-    const line = await lines.next(10_000)
-    url = /(https?:\/\/[^\s'"]+)/.exec(line)?.[1]
-  }
-  const res = await httpGet(url.replace('0.0.0.0', '127.0.0.1').replace('localhost', '127.0.0.1'))
+  const { child, url } = await startPrintingUrl(t, file, args)
+  const res = await httpGet(url)
   assert.equal(res.status, 200, `GET ${url}`)
   assert.match(res.headers['content-type'] ?? '', /text\/html/)
   assert.match(res.body, /WebSocket/, 'the page opens a WebSocket')
@@ -221,18 +203,7 @@ test('setup: `npm start` runs examples/chat, which prints a URL serving an HTML 
 })
 
 test('examples/echo echoes text as text and binary as binary, byte for byte', async (t) => {
-  const child = spawn(process.execPath, [path.join(ROOT, 'examples', 'echo', 'server.js')], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  t.after(() => killChild(child))
-  const lines = new AsyncQueue('echo example output')
-  child.stdout.setEncoding('utf8')
-  child.stdout.on('data', (chunk) => chunk.split('\n').forEach((l) => l && lines.push(l)))
-  child.on('exit', (code) => lines.end(`echo example exited with ${code}`))
-  let url
-  while (!url) url = /(ws:\/\/[^\s'"]+)/.exec(await lines.next(10_000))?.[1]
+  const { url } = await startPrintingUrl(t, path.join(ROOT, 'examples', 'echo', 'server.js'))
   const ws = await connect(url, {}, { name: 'echo client' })
   t.after(() => ws.terminate())
   const frames = []

@@ -92,6 +92,23 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// The measured window every throughput mode shares: warm up, sample the server, measure for
+/// `dur`, sample again. Returns the window JSON (server CPU/RSS, wall time), the work counted in
+/// the window (`count` must be zeroed or reset at MEASURE by the connections) and its rate.
+async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u64) -> (Value, u64, f64) {
+    phase.set(WARMUP);
+    sleep(ctx.warmup).await;
+    let a = sys::sample(ctx.server_pid);
+    phase.set(MEASURE);
+    sleep(dur).await;
+    phase.set(STOP);
+    let b = sys::sample(ctx.server_pid);
+    let n = count();
+    let w = sys::window_json(&a, &b, n);
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    (w, n, n as f64 / wall)
+}
+
 fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
     json!({
         "mode": mode,
@@ -144,7 +161,7 @@ pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
     let ctx = Rc::new(ctx);
     let mut data = Vec::with_capacity(size + 2);
     data.push(b'"');
-    data.extend(std::iter::repeat(b'x').take(size));
+    data.extend(std::iter::repeat_n(b'x', size));
     data.push(b'"');
     let mut msg = Vec::new();
     ctx.proto.encode_event(&mut msg, "echo", &data);
@@ -163,18 +180,8 @@ pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
     let t_open = Instant::now();
     wait_until(ctx.connect_timeout * 4, || st.conns.ok.get() + st.conns.failed.get() >= n).await;
     let open_s = t_open.elapsed().as_secs_f64();
-    st.phase.set(WARMUP);
-    sleep(ctx.warmup).await;
-    let a = sys::sample(ctx.server_pid);
-    st.phase.set(MEASURE);
-    sleep(dur).await;
-    st.phase.set(STOP);
-    let b = sys::sample(ctx.server_pid);
-    let count = st.replies.get();
-    let w = sys::window_json(&a, &b, count);
-    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let (w, count, rate) = measure(&ctx, &st.phase, dur, || st.replies.get()).await;
     let h = st.hist.borrow();
-    let rate = count as f64 / wall;
     let human = format!(
         "echo {} conns x {k} in flight x {size} B: {:.0} msg/s, rtt p50 {} us p90 {} us p99 {} us; {} ({} ok, {} failed, {} closed early)",
         n,
@@ -385,15 +392,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
         Err(e) => pub_error = Some(format!("publisher: {e}")),
     }
     st.last_progress.set(now_us());
-    st.phase.set(WARMUP);
-    sleep(ctx.warmup).await;
-    let a = sys::sample(ctx.server_pid);
-    st.phase.set(MEASURE);
-    sleep(dur).await;
-    st.phase.set(STOP);
-    let b = sys::sample(ctx.server_pid);
-    let deliveries = st.deliveries.get();
-    let w = sys::window_json(&a, &b, deliveries);
+    let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
     let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
     let d = st.delivery.borrow();
@@ -510,7 +509,7 @@ async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, window: usize, siz
             data.clear();
             write!(data, "{{\"room\":{room_json},\"seq\":{seq},\"t\":{t},\"pad\":\"").unwrap();
             let pad = size.saturating_sub(overhead + data.len() + 2);
-            data.extend(std::iter::repeat(b'x').take(pad));
+            data.extend(std::iter::repeat_n(b'x', pad));
             data.extend_from_slice(b"\"}");
             msg.clear();
             proto.encode_event(&mut msg, "bcast", &data);
@@ -704,17 +703,8 @@ pub async fn connect(ctx: Ctx, args: &Args) -> (Value, String) {
     for i in 0..n {
         tokio::task::spawn_local(connect_loop(ctx.clone(), st.clone(), i, n));
     }
-    sleep(ctx.warmup).await;
-    let a = sys::sample(ctx.server_pid);
-    st.phase.set(MEASURE);
-    sleep(dur).await;
-    st.phase.set(STOP);
-    let b = sys::sample(ctx.server_pid);
-    let count = st.handshakes.get();
-    let w = sys::window_json(&a, &b, count);
-    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let (w, count, rate) = measure(&ctx, &st.phase, dur, || st.handshakes.get()).await;
     let h = st.hist.borrow();
-    let rate = count as f64 / wall;
     let human = format!(
         "connect {n} loops: {:.0} handshakes/s, handshake p50 {} us p99 {} us, {} failed; {}",
         rate,
@@ -751,11 +741,12 @@ async fn connect_loop(ctx: Rc<Ctx>, st: Rc<ConnectState>, lane: usize, lanes: us
                 if measuring {
                     st.failed.set(st.failed.get() + 1);
                 }
-                let mut fe = st.first_error.borrow_mut();
-                if fe.is_none() {
-                    *fe = Some(e);
+                {
+                    let mut fe = st.first_error.borrow_mut();
+                    if fe.is_none() {
+                        *fe = Some(e);
+                    }
                 }
-                drop(fe);
                 sleep(Duration::from_millis(10)).await;
                 continue;
             }

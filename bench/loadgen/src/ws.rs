@@ -63,7 +63,7 @@ impl Proto {
             Proto::SocketIo => (b"42[\"", b"\""),
         };
         let e = event.as_bytes();
-        msg.len() >= pre.len() + e.len() + 1
+        msg.len() > pre.len() + e.len()
             && msg.starts_with(pre)
             && &msg[pre.len()..pre.len() + e.len()] == e
             && &msg[pre.len() + e.len()..pre.len() + e.len() + 1] == post
@@ -362,13 +362,11 @@ impl Conn {
                         self.in_frag = true;
                     }
                 }
-                0x0 => {
-                    if self.in_frag {
-                        self.frag.extend_from_slice(&self.rbuf[p0..p0 + len]);
-                        if fin {
-                            self.in_frag = false;
-                            f(&self.frag);
-                        }
+                0x0 if self.in_frag => {
+                    self.frag.extend_from_slice(&self.rbuf[p0..p0 + len]);
+                    if fin {
+                        self.in_frag = false;
+                        f(&self.frag);
                     }
                 }
                 0x9 => {
