@@ -40,6 +40,15 @@ struct Outgoing {
     report: Option<CloseReport>,
 }
 
+impl Outgoing {
+    /// Keeps the first cause: whoever started the close decides what `onClose` reports.
+    fn record_cause(&mut self, code: u16, reason: &str) {
+        if self.report.is_none() {
+            self.report = Some(CloseReport { code, reason: reason.to_owned() });
+        }
+    }
+}
+
 pub struct Conn {
     pub id: u64,
     pub namespace: usize,
@@ -204,9 +213,7 @@ impl Conn {
     /// Answers the peer's close frame (echoing its code) and records it as the close cause.
     pub(crate) fn reply_to_close(&self, code: u16, reason: &str) {
         let mut out = self.out.lock();
-        if out.report.is_none() {
-            out.report = Some(CloseReport { code, reason: reason.to_owned() });
-        }
+        out.record_cause(code, reason);
         if !out.close_queued {
             out.close_queued = true;
             let frame = if code == close::NO_STATUS {
@@ -221,9 +228,7 @@ impl Conn {
     fn queue_close(out: &mut Outgoing, code: u16, reason: &str) {
         out.close_queued = true;
         let reason = close::truncate_reason(reason);
-        if out.report.is_none() {
-            out.report = Some(CloseReport { code, reason: reason.to_owned() });
-        }
+        out.record_cause(code, reason);
         out.queue.push_unbounded(frame::encode_close(code, reason));
     }
 
@@ -236,10 +241,7 @@ impl Conn {
     }
 
     pub(crate) fn set_report_if_none(&self, code: u16, reason: &str) {
-        let mut out = self.out.lock();
-        if out.report.is_none() {
-            out.report = Some(CloseReport { code, reason: reason.to_owned() });
-        }
+        self.out.lock().record_cause(code, reason);
     }
 
     /// Writes as much of the queue as the socket takes. `Ok(true)` when the queue is empty.
@@ -256,10 +258,6 @@ impl Conn {
             }
         }
         Ok(true)
-    }
-
-    pub fn has_queued(&self) -> bool {
-        !self.out.lock().queue.is_empty()
     }
 
     /// Stops everything now: the task exits at its next step without waiting for the peer.
