@@ -77,6 +77,17 @@ function workloads(opts) {
   const d = String(opts.duration || (opts.quick ? 2 : 10))
   const warm = opts.quick ? '0.5' : '2'
   const hold = opts.quick ? '2.5' : '10'
+  const fanout = (id, subs) => ({
+    id,
+    title: `fanout: ${subs.toLocaleString('en-US')} subscribers, 100 B, 4 broadcasts in flight`,
+    mode: 'fanout',
+    args: ['--subs', String(subs), '--window', '4', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES],
+    kind: 'rate',
+    metric: 'deliveries_per_s',
+    unit: 'deliveries/s',
+    latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
+    latency2: ['completion_us', ['p50', 'p99'], 'completion'],
+  })
   return [
     {
       id: 'echo',
@@ -88,28 +99,8 @@ function workloads(opts) {
       unit: 'msg/s',
       latency: ['rtt_us', ['p50', 'p90', 'p99'], 'RTT'],
     },
-    {
-      id: 'fanout-1k',
-      title: 'fanout: 1,000 subscribers, 100 B, 4 broadcasts in flight',
-      mode: 'fanout',
-      args: ['--subs', '1000', '--window', '4', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES],
-      kind: 'rate',
-      metric: 'deliveries_per_s',
-      unit: 'deliveries/s',
-      latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
-      latency2: ['completion_us', ['p50', 'p99'], 'completion'],
-    },
-    {
-      id: 'fanout-10k',
-      title: 'fanout: 10,000 subscribers, 100 B, 4 broadcasts in flight',
-      mode: 'fanout',
-      args: ['--subs', '10000', '--window', '4', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES],
-      kind: 'rate',
-      metric: 'deliveries_per_s',
-      unit: 'deliveries/s',
-      latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
-      latency2: ['completion_us', ['p50', 'p99'], 'completion'],
-    },
+    fanout('fanout-1k', 1000),
+    fanout('fanout-10k', 10000),
     {
       id: 'idle-10k',
       title: 'idle: 10,000 connections held',
