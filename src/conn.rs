@@ -1,8 +1,8 @@
-//! State of one open WebSocket shared between its own task and every thread that publishes to it.
+//! State of one open WebSocket shared between its driver and every thread that publishes to it.
 //!
 //! Writing: a publisher that finds the queue empty writes the frame straight to the socket with a
-//! non-blocking `try_write` (no task wake-up, no channel hop); only what the kernel does not take
-//! is queued, and the connection's task drains the queue with vectored writes when the socket
+//! non-blocking write (no task wake-up, no channel hop); only what the kernel does not take is
+//! queued, and the connection's driver drains the queue with vectored writes when the socket
 //! becomes writable. One mutex orders direct writes, queued frames and control frames, so pongs,
 //! fan-out frames and the close frame leave in the order they were produced.
 
@@ -10,19 +10,32 @@ use crate::outbound::{Push, WriteQueue, MAX_IOV};
 use crate::protocol::{close, frame};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::io::{self, IoSlice};
+use crate::driver::DriverHandle;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use atomic_waker::AtomicWaker;
-use std::task::Waker;
-use tokio::net::TcpStream;
 
 const PING_FRAME: &[u8] = &[0x80 | frame::OP_PING, 0];
+/// `slot` before the driver has adopted the connection.
+const NO_SLOT: u32 = u32::MAX;
+
+/// Microseconds on a process-wide monotonic clock (ping round-trips).
+fn mono_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The kernel took nothing now; try again when the socket is writable.
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }
 
 /// How the connection ended, as reported to `onClose`.
@@ -52,18 +65,22 @@ impl Outgoing {
 pub struct Conn {
     pub id: u64,
     pub namespace: usize,
+    /// Non-blocking; registered with the driver's epoll set.
     stream: TcpStream,
     out: Mutex<Outgoing>,
-    /// The connection task's waker: frames queued, close requested, flow control lifted. A task
-    /// registers before it checks state and others change state before waking, so no wake-up is
-    /// lost (16 bytes per connection where a `Notify` plus its `Notified` future cost far more).
-    waker: AtomicWaker,
+    /// The driver that runs this connection, and our slot in it once adopted.
+    driver: Arc<DriverHandle>,
+    slot: AtomicU32,
+    /// A wake-up is on its way to the driver. Others change state before waking and the driver
+    /// takes the flag before running the connection, so no wake-up is lost and bursts of
+    /// publishes cost one.
+    wake_queued: AtomicBool,
     /// Messages handed to JS and not yet acknowledged (inbound flow control).
     inflight: AtomicU32,
     max_inflight: u32,
     /// A frame arrived since the last heartbeat tick.
     alive: AtomicBool,
-    /// The task stopped reading because JS is behind; heartbeats must not blame the peer.
+    /// The driver stopped reading because JS is behind; heartbeats must not blame the peer.
     reading_paused: AtomicBool,
     /// Frames were queued while corked and this connection is on the server's flush list.
     corked_pending: AtomicBool,
@@ -72,7 +89,6 @@ pub struct Conn {
     /// Unix time (ms) of the last read from the peer.
     last_seen_ms: AtomicU64,
     rtt_us: AtomicU64,
-    epoch: Instant,
 }
 
 impl Conn {
@@ -80,6 +96,7 @@ impl Conn {
         id: u64,
         namespace: usize,
         stream: TcpStream,
+        driver: Arc<DriverHandle>,
         max_queued_messages: usize,
         max_buffered_bytes: usize,
         max_inflight: u32,
@@ -93,7 +110,9 @@ impl Conn {
                 close_queued: false,
                 report: None,
             }),
-            waker: AtomicWaker::new(),
+            driver,
+            slot: AtomicU32::new(NO_SLOT),
+            wake_queued: AtomicBool::new(false),
             inflight: AtomicU32::new(0),
             max_inflight,
             alive: AtomicBool::new(true),
@@ -103,7 +122,6 @@ impl Conn {
             ping_sent_at_us: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(unix_ms()),
             rtt_us: AtomicU64::new(0),
-            epoch: Instant::now(),
         }
     }
 
@@ -111,12 +129,30 @@ impl Conn {
         &self.stream
     }
 
-    pub(crate) fn register_waker(&self, waker: &Waker) {
-        self.waker.register(waker);
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(buf)
+    }
+
+    /// The driver adopted the connection into `slot`.
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::Release);
+    }
+
+    /// The driver is about to run the connection: wake-ups from now on queue a new run.
+    pub(crate) fn take_wake(&self) {
+        // A swap (not a store) so the waker's state changes happen-before this run.
+        self.wake_queued.swap(false, Ordering::AcqRel);
     }
 
     fn wake(&self) {
-        self.waker.wake();
+        if self.wake_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slot = self.slot.load(Ordering::Acquire);
+        if slot != NO_SLOT {
+            self.driver.wake(slot, self.id);
+        }
+        // Not adopted yet: adoption runs the connection anyway, after taking the flag.
     }
 
     /// Sends an application frame. Returns false when the connection is closing (silent no-op)
@@ -143,7 +179,7 @@ impl Conn {
         !self.corked_pending.swap(true, Ordering::AcqRel)
     }
 
-    /// Writes what corked sends queued; leaves any rest to the task.
+    /// Writes what corked sends queued; leaves any rest to the driver.
     pub fn flush_corked(&self) {
         self.corked_pending.store(false, Ordering::Release);
         match self.flush() {
@@ -182,12 +218,12 @@ impl Conn {
         }
     }
 
-    /// Writes `frame` directly; queues whatever the kernel did not take and wakes the task.
+    /// Writes `frame` directly; queues whatever the kernel did not take and wakes the driver.
     fn write_or_queue(&self, mut out: parking_lot::MutexGuard<'_, Outgoing>, frame: &Bytes) -> bool {
-        match self.stream.try_write(frame) {
+        match (&self.stream).write(frame) {
             Ok(n) if n == frame.len() => return true,
             Ok(n) => out.queue.push_started(frame.slice(n..)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => out.queue.push_unbounded(frame.clone()),
+            Err(e) if would_block(&e) => out.queue.push_unbounded(frame.clone()),
             Err(_) => {
                 drop(out);
                 self.terminate();
@@ -250,9 +286,10 @@ impl Conn {
         while !out.queue.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = out.queue.io_slices(&mut iov);
-            match self.stream.try_write_vectored(&iov[..n]) {
+            match (&self.stream).write_vectored(&iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => out.queue.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
@@ -260,7 +297,7 @@ impl Conn {
         Ok(true)
     }
 
-    /// Stops everything now: the task exits at its next step without waiting for the peer.
+    /// Stops everything now: the driver ends the connection at its next run without waiting.
     pub fn terminate(&self) {
         self.terminate.store(true, Ordering::Release);
         self.wake();
@@ -313,7 +350,7 @@ impl Conn {
     pub(crate) fn saw_pong(&self) {
         let sent = self.ping_sent_at_us.load(Ordering::Relaxed);
         if sent != 0 {
-            let now = self.epoch.elapsed().as_micros() as u64;
+            let now = mono_us();
             self.rtt_us.store(now.saturating_sub(sent), Ordering::Relaxed);
         }
     }
@@ -330,7 +367,7 @@ impl Conn {
         if !alive && !self.reading_paused.load(Ordering::Relaxed) {
             return false;
         }
-        self.ping_sent_at_us.store(self.epoch.elapsed().as_micros() as u64 | 1, Ordering::Relaxed);
+        self.ping_sent_at_us.store(mono_us() | 1, Ordering::Relaxed);
         self.send_control(PING_FRAME);
         true
     }

@@ -1,7 +1,8 @@
-//! The task that runs one WebSocket after the upgrade: reads and parses frames, hands messages
-//! to the bridge, answers pings, drains the write queue when the socket was full, and walks the
-//! close handshake (ours or the peer's) to the end. When the task ends for any reason, including
-//! a panic, its [`Lifecycle`] guard unregisters the connection and reports the close to JS.
+//! What one WebSocket does each time its [driver](crate::driver) runs it: flush what is queued,
+//! advance the close handshake (ours or the peer's), read and parse what the socket has and hand
+//! messages to the bridge, answer pings. The state here is the part only the driver touches; the
+//! part publishers share lives in [`Conn`]. When [`Session::run`] reports [`Step::Done`], the
+//! driver calls [`finish`]: unregister the connection and report its close to JS.
 
 use crate::bridge::Bridge;
 use crate::conn::Conn;
@@ -12,23 +13,17 @@ use crate::protocol::reader::{Flow, Incoming, MessageReader};
 use crate::reference;
 use crate::server::Shared;
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::time::Sleep;
+use std::time::Instant;
 
 /// Per-thread read buffer: sockets are read into it and parsed in place, so an idle connection
 /// holds no read buffer of its own.
 const SCRATCH_BYTES: usize = 64 * 1024;
-/// Reads per wake-up before yielding to other connections on this thread.
-const READS_PER_WAKE: usize = 8;
-/// Loop iterations (each may read up to `READS_PER_WAKE` times) before yielding the thread.
-const STEPS_PER_POLL: usize = 16;
-/// How often a reader paused by global congestion re-checks the bridge.
-const CONGESTION_POLL: Duration = Duration::from_millis(5);
+/// Reads per run before letting other connections on this driver go first.
+const READS_PER_RUN: usize = 8;
+/// Loop iterations (each may read up to `READS_PER_RUN` times) per run.
+const STEPS_PER_RUN: usize = 16;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -50,79 +45,79 @@ impl Invalid {
     }
 }
 
-/// Runs the connection to its end. `early` holds bytes that arrived with the HTTP head.
-///
-/// The whole connection is one poll function over the socket's readiness and the connection's
-/// waker, so an idle connection's task holds little more than this session (timers are boxed
-/// only while closing or congested).
-pub(crate) async fn serve(conn: Arc<Conn>, shared: Arc<Shared>, mut early: Vec<u8>) {
-    let _lifecycle = Lifecycle { conn: conn.clone(), shared: shared.clone() };
-    let mut session = Session {
-        reader: MessageReader::new(shared.config.max_payload),
-        dispatch: Dispatch { conn: &conn, shared: &shared, peer_closed: false, corked: Vec::new() },
-        discarding: false,
-        read_eof: false,
-        write_shut: false,
-        close_timer: None,
-        congestion_timer: None,
-    };
-    if !early.is_empty() {
-        session.ingest(&mut early);
-    }
-    drop(early);
-    std::future::poll_fn(|cx| session.poll(cx)).await;
+/// What the driver should do with a connection after running it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing to do until the socket is ready or something wakes the connection.
+    Wait,
+    /// Still has input to read: run it again after the others.
+    Again,
+    /// Closing: run it again at this instant at the latest (the peer's close deadline).
+    WaitUntil(Instant),
+    /// JS is congested: poll again shortly (nothing else would wake this connection).
+    Congested,
+    /// The connection is over: call [`finish`].
+    Done,
 }
 
-struct Session<'a> {
+/// The driver's per-connection state.
+pub(crate) struct Session {
     reader: MessageReader,
-    dispatch: Dispatch<'a>,
+    /// The socket reported readable and we have not seen `WouldBlock` since (edge-triggered).
+    pub(crate) readable: bool,
+    /// The peer's close frame arrived (and was answered).
+    peer_closed: bool,
     /// A frame error happened: input is read and thrown away until the peer closes.
     discarding: bool,
     read_eof: bool,
     write_shut: bool,
-    /// Started when our close frame is queued: the peer has `closeTimeoutMs` to answer.
-    close_timer: Option<Pin<Box<Sleep>>>,
-    /// While JS is congested, re-check every few milliseconds.
-    congestion_timer: Option<Pin<Box<Sleep>>>,
+    /// Set when our close frame is queued: the peer has `closeTimeoutMs` to answer.
+    close_deadline: Option<Instant>,
 }
 
-impl Session<'_> {
-    /// One wake-up: flush, advance the close handshake, read what is available. `Ready` when the
-    /// connection is over.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let conn = self.dispatch.conn;
-        let shared = self.dispatch.shared;
-        for _ in 0..STEPS_PER_POLL {
-            conn.register_waker(cx.waker());
+impl Session {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        Self {
+            reader: MessageReader::new(shared.config.max_payload),
+            readable: false,
+            peer_closed: false,
+            discarding: false,
+            read_eof: false,
+            write_shut: false,
+            close_deadline: None,
+        }
+    }
+
+    /// Processes bytes that arrived with the HTTP head (before the driver had the socket).
+    pub(crate) fn ingest_early(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, early: &mut [u8]) {
+        self.ingest(conn, shared, corked, early);
+    }
+
+    /// One run: flush, advance the close handshake, read what is available (bounded).
+    /// `corked` collects connections the Rust reference handlers queued frames for.
+    pub(crate) fn run(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>) -> Step {
+        for _ in 0..STEPS_PER_RUN {
             if conn.is_terminated() {
-                return Poll::Ready(());
+                return Step::Done;
             }
+            // A full socket needs no tracking here: its writable edge runs us again.
             let write_pending = match conn.flush() {
                 Ok(drained) => !drained,
-                Err(_) => return Poll::Ready(()),
+                Err(_) => return Step::Done,
             };
-            if write_pending {
-                match conn.stream().poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => {}
-                }
-            }
             let closing = conn.is_closing();
             if closing {
-                let timer = self
-                    .close_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(shared.config.close_timeout)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(()); // the peer never completed the close handshake
+                let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + shared.config.close_timeout);
+                if Instant::now() >= deadline {
+                    return Step::Done; // the peer never completed the close handshake
                 }
                 if !write_pending {
                     // Our close frame is out. After a complete handshake the server closes the
                     // TCP connection first (RFC 6455 §7.1.1). After a frame error we cannot parse
                     // the rest, so we half-close and drain until the peer goes away (closing with
                     // unread input would send RST and could destroy the close frame in flight).
-                    if self.dispatch.peer_closed {
-                        return Poll::Ready(());
+                    if self.peer_closed {
+                        return Step::Done;
                     }
                     if self.discarding && !self.write_shut {
                         self.write_shut = true;
@@ -131,44 +126,36 @@ impl Session<'_> {
                 }
             }
             if self.read_eof {
-                return Poll::Ready(()); // the peer is gone: nothing more can be delivered
+                return Step::Done; // the peer is gone: nothing more can be delivered
             }
             let congested = shared.bridge.is_congested();
             let flow_paused = !closing && (conn.inflight_full() || congested);
             conn.set_reading_paused(flow_paused);
             if flow_paused {
                 // An ack wakes us; global congestion has no owner to wake us, so poll for it.
-                if congested {
-                    let timer = self.congestion_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(CONGESTION_POLL)));
-                    if timer.as_mut().poll(cx).is_ready() {
-                        self.congestion_timer = None;
-                        continue;
-                    }
-                }
-                return Poll::Pending;
+                return if congested { Step::Congested } else { Step::Wait };
             }
-            self.congestion_timer = None;
-            match conn.stream().poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => self.read_available(),
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
+            if !self.readable {
+                return match self.close_deadline {
+                    Some(deadline) if closing => Step::WaitUntil(deadline),
+                    _ => Step::Wait,
+                };
             }
+            self.read_available(conn, shared, corked);
         }
-        // Plenty of work done in one go: let other connections on this thread run first.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Step::Again
     }
 
-    /// Reads what the socket has (bounded per wake-up) and processes it in place.
-    fn read_available(&mut self) {
-        for _ in 0..READS_PER_WAKE {
+    /// Reads what the socket has (bounded per run) and processes it in place.
+    fn read_available(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>) {
+        for _ in 0..READS_PER_RUN {
             let outcome = SCRATCH.with(|scratch| {
                 let mut buf = scratch.borrow_mut();
-                match self.dispatch.conn.stream().try_read(&mut buf) {
+                match conn.read(&mut buf) {
                     Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => {
-                        self.dispatch.conn.touch();
-                        self.ingest(&mut buf[..n]);
+                        conn.touch();
+                        self.ingest(conn, shared, corked, &mut buf[..n]);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -176,27 +163,31 @@ impl Session<'_> {
             });
             match outcome {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.read_eof = true;
                     return;
                 }
             }
-            let conn = self.dispatch.conn;
-            if !conn.is_closing() && (conn.inflight_full() || self.dispatch.shared.bridge.is_congested()) {
+            if !conn.is_closing() && (conn.inflight_full() || shared.bridge.is_congested()) {
                 return;
             }
         }
     }
 
-    fn ingest(&mut self, bytes: &mut [u8]) {
-        if self.discarding || self.dispatch.peer_closed {
+    fn ingest(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, bytes: &mut [u8]) {
+        if self.discarding || self.peer_closed {
             return;
         }
-        let dispatch = &mut self.dispatch;
+        let mut dispatch = Dispatch { conn, shared, peer_closed: false, corked };
         let result = self.reader.feed(bytes, &mut |message| dispatch.on_incoming(message));
-        if !dispatch.corked.is_empty() {
-            reference::flush(&mut dispatch.corked);
+        self.peer_closed = dispatch.peer_closed;
+        if !corked.is_empty() {
+            reference::flush(corked);
         }
         let failure = match result {
             Ok(_) => return,
@@ -206,16 +197,16 @@ impl Session<'_> {
         };
         self.discarding = true;
         self.reader = MessageReader::new(0);
-        self.dispatch.conn.close(failure.0, failure.1);
+        conn.close(failure.0, failure.1);
     }
 }
 
 struct Dispatch<'a> {
     conn: &'a Arc<Conn>,
-    shared: &'a Arc<Shared>,
+    shared: &'a Shared,
     peer_closed: bool,
     /// Connections with frames queued by the Rust reference handlers, written after each read.
-    corked: Vec<Arc<Conn>>,
+    corked: &'a mut Vec<Arc<Conn>>,
 }
 
 impl Dispatch<'_> {
@@ -282,7 +273,7 @@ impl Dispatch<'_> {
             panic!("ferrosocket test hook: panic on event {:?}", envelope.event);
         }
         if self.shared.config.reference_handlers
-            && reference::handle(self.conn, self.shared, &envelope, &mut self.corked)
+            && reference::handle(self.conn, self.shared, &envelope, self.corked)
         {
             return;
         }
@@ -302,25 +293,18 @@ impl Dispatch<'_> {
     }
 }
 
-/// Runs when the connection task ends (normally, by error or by panic): removes the connection
-/// from every index, releases the socket and tells JS how it closed — always after its messages.
-struct Lifecycle {
-    conn: Arc<Conn>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Lifecycle {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.conn.set_report_if_none(close::INTERNAL_ERROR, "Internal error");
-        }
-        let report = self.conn.report();
-        let (code, reason) = report
-            .as_ref()
-            .map_or((close::ABNORMAL, ""), |r| (r.code, r.reason.as_str()));
-        self.shared.registry.remove(self.conn.id);
-        let _ = socket2::SockRef::from(self.conn.stream()).shutdown(std::net::Shutdown::Both);
-        self.shared.bridge.push_close(self.conn.id, code, reason);
-        self.shared.connection_closed();
+/// Ends a connection (normally, by error, or after its run panicked): removes it from every
+/// index, releases the socket and tells JS how it closed, always after its messages.
+pub(crate) fn finish(conn: &Conn, shared: &Shared, panicked: bool) {
+    if panicked {
+        conn.set_report_if_none(close::INTERNAL_ERROR, "Internal error");
     }
+    let report = conn.report();
+    let (code, reason) = report.as_ref().map_or((close::ABNORMAL, ""), |r| (r.code, r.reason.as_str()));
+    shared.registry.remove(conn.id);
+    // Closing the descriptor (when the last `Arc<Conn>` goes) also removes it from the driver's
+    // epoll set; shutting down now makes the peer see the end even while publishers hold it.
+    let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Both);
+    shared.bridge.push_close(conn.id, code, reason);
+    shared.connection_closed();
 }

@@ -1,10 +1,12 @@
 //! The server: owns the tokio runtime, the listener and the shared state every connection task
-//! sees. Accepts TCP connections, runs the HTTP upgrade, starts one task per WebSocket, runs the
-//! heartbeat sweep, publishes frames to audiences and drives graceful shutdown.
+//! sees. Accepts TCP connections, runs each HTTP upgrade as a task, starts the connection drivers
+//! that run the WebSockets, runs the heartbeat sweep, publishes frames to audiences and drives
+//! graceful shutdown.
 
 use crate::bridge::{Bridge, TakenBatch};
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::driver::{self, DriverHandle};
 use crate::protocol::close;
 use crate::protocol::frame;
 use crate::registry::{Audience, Registry};
@@ -31,11 +33,17 @@ pub struct Shared {
     shutting_down: AtomicBool,
     all_closed: Notify,
     pub(crate) pending_auth: PendingAuth,
+    /// One connection driver per I/O thread; a connection's id picks its driver.
+    drivers: Vec<Arc<DriverHandle>>,
 }
 
 impl Shared {
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn driver_for(&self, id: u64) -> &Arc<DriverHandle> {
+        &self.drivers[(id % self.drivers.len() as u64) as usize]
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -102,6 +110,12 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        let (drivers, polls): (Vec<_>, Vec<_>) = (0..config.worker_threads)
+            .map(|_| driver::new_driver())
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| format!("cannot start the connection drivers: {e}"))?
+            .into_iter()
+            .unzip();
         let shared = Arc::new(Shared {
             registry: Registry::new(config.namespaces.len()),
             bridge,
@@ -110,8 +124,12 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             all_closed: Notify::new(),
             pending_auth: PendingAuth::default(),
+            drivers: drivers.clone(),
             config,
         });
+        for (handle, poll) in drivers.into_iter().zip(polls) {
+            runtime.spawn(driver::run(handle, poll, shared.clone()));
+        }
         Ok(Self {
             shared,
             runtime: Some(runtime),

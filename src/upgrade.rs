@@ -1,6 +1,7 @@
 //! From an accepted (or handed-over) TCP socket to a running WebSocket: read the request head
 //! (bounded in size and time), validate it, apply the origin and subprotocol policy, work out the
-//! client address, hold the upgrade while JS `authenticate` decides, answer, register, serve.
+//! client address, hold the upgrade while JS `authenticate` decides, answer, register, and hand
+//! the socket to a connection [driver](crate::driver).
 //!
 //! One deadline (`handshakeTimeoutMs`) covers reading the head and authentication, so a slowloris
 //! client or a hung `authenticate` cannot hold a socket forever. Each handshake is its own task:
@@ -8,7 +9,6 @@
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::connection;
 use crate::protocol::close;
 use crate::protocol::frame;
 use crate::protocol::handshake::{self, Decision, HeadRead, UpgradeRequest};
@@ -142,12 +142,19 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         return refuse_over_capacity(stream, &shared.config).await;
     }
 
+    // From here the connection's driver owns the socket (tokio lets go of it).
+    let Ok(stream) = stream.into_std() else {
+        shared.connection_closed();
+        return abandon(&shared);
+    };
     let config = &shared.config;
     let id = shared.next_connection_id();
+    let driver = shared.driver_for(id);
     let conn = Arc::new(Conn::new(
         id,
         upgrade.namespace,
         stream,
+        driver.clone(),
         config.max_queued_messages,
         config.max_buffered_bytes,
         config.max_inflight_messages,
@@ -163,10 +170,9 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         // Shutdown began while we were registering: close like every other connection.
         conn.close(close::GOING_AWAY, "Server shutting down");
     }
-    // The connection gets a task of its own: everything the handshake held (request, buffers)
-    // is freed here instead of living as long as the connection inside this future.
+    // Everything the handshake held (request, buffers) is freed when this task ends.
     let early = buf.split_off(upgrade.head_len);
-    tokio::spawn(connection::serve(conn, shared, early));
+    driver.adopt(conn, early);
 }
 
 /// Resolves when the peer closes or resets the connection. Data it sends early (frames before our

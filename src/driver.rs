@@ -1,0 +1,359 @@
+//! Connection drivers: each runs many WebSockets on one tokio task over an epoll set of its own.
+//!
+//! Why not one tokio task per connection: under tokio an idle socket costs a task cell (384 B,
+//! 128-byte aligned) plus an I/O registration (`ScheduledIo`, 256 B), more than the rest of the
+//! connection together. A driver instead holds each connection as a token in its own epoll set
+//! (mio, edge-triggered) plus a boxed [`Session`] of ~100 B. The driver's epoll descriptor is
+//! itself registered once with tokio (`AsyncFd`), so drivers run on the runtime's threads next to
+//! the handshakes, and the runtime's park hook still hands JS its batch when the thread runs dry.
+//!
+//! Other threads reach a connection through its [`DriverHandle`]: the handshake adopts a new
+//! connection into it, and publishers, acks and `close` wake a connection by (slot, id), so a
+//! wake-up meant for a connection that has since ended never runs its slot's next occupant for
+//! real (a spurious run only finds nothing to do).
+
+use crate::conn::Conn;
+use crate::connection::{self, Session, Step};
+use crate::server::Shared;
+use atomic_waker::AtomicWaker;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::time::Sleep;
+
+/// Connection runs per poll of the driver task before it yields the thread to other tasks.
+const RUNS_PER_POLL: usize = 256;
+/// Readiness events taken from epoll per call.
+const EVENTS_PER_CALL: usize = 1024;
+/// How often connections paused by global congestion re-check the bridge.
+const CONGESTION_POLL: Duration = Duration::from_millis(5);
+
+/// What other threads hold to hand a driver work.
+pub struct DriverHandle {
+    registry: mio::Registry,
+    inbox: Mutex<Inbox>,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Inbox {
+    /// New connections with the bytes that arrived after their HTTP head.
+    adopt: Vec<(Arc<Conn>, Vec<u8>)>,
+    /// (slot, connection id) of connections with new work.
+    woken: Vec<(u32, u64)>,
+}
+
+impl DriverHandle {
+    /// Hands a freshly upgraded connection (non-blocking socket) to this driver.
+    pub(crate) fn adopt(&self, conn: Arc<Conn>, early: Vec<u8>) {
+        self.inbox.lock().adopt.push((conn, early));
+        self.waker.wake();
+    }
+
+    /// Runs connection `id` in `slot` soon (it queued frames, was acked, or must close).
+    pub(crate) fn wake(&self, slot: u32, id: u64) {
+        self.inbox.lock().woken.push((slot, id));
+        self.waker.wake();
+    }
+}
+
+/// Creates a driver's handle and the state its task runs on.
+pub(crate) fn new_driver() -> io::Result<(Arc<DriverHandle>, mio::Poll)> {
+    let poll = mio::Poll::new()?;
+    let handle = DriverHandle { registry: poll.registry().try_clone()?, inbox: Mutex::default(), waker: AtomicWaker::new() };
+    Ok((Arc::new(handle), poll))
+}
+
+/// The driver task: runs until the runtime shuts down. Must be spawned on the runtime.
+pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, shared: Arc<Shared>) {
+    // SAFETY: the `AsyncFd` owns the `mio::Poll`, so the epoll descriptor stays open and the same
+    // for the `AsyncFd`'s whole life (mio::Poll never replaces its descriptor).
+    let ready = match unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) } {
+        Ok(ready) => ready,
+        Err(e) => {
+            let e = e.into_parts().1;
+            eprintln!("ferrosocket: cannot start a connection driver: {e}");
+            return;
+        }
+    };
+    let mut driver = Driver {
+        ready,
+        handle,
+        shared,
+        events: Events::with_capacity(EVENTS_PER_CALL),
+        entries: Vec::new(),
+        free: Vec::new(),
+        run: VecDeque::new(),
+        deadlines: BinaryHeap::new(),
+        congested: Vec::new(),
+        congested_until: None,
+        sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        sleep_armed: None,
+        corked: Vec::new(),
+        inbox: Inbox::default(),
+    };
+    std::future::poll_fn(|cx| driver.poll(cx)).await;
+}
+
+struct Entry {
+    conn: Arc<Conn>,
+    session: Session,
+    /// On the run queue already (runs are not queued twice).
+    queued: bool,
+    /// A close deadline for this connection is on the heap.
+    deadline_set: bool,
+    /// On the congested list.
+    congested: bool,
+}
+
+struct Driver {
+    /// The driver's own epoll set, registered with tokio: readable when it has events.
+    ready: AsyncFd<mio::Poll>,
+    handle: Arc<DriverHandle>,
+    shared: Arc<Shared>,
+    events: Events,
+    /// Connections by slot (= epoll token). Boxed: the vector's spare capacity costs 8 B a slot.
+    entries: Vec<Option<Box<Entry>>>,
+    free: Vec<u32>,
+    run: VecDeque<u32>,
+    /// Close deadlines: (when, slot, connection id).
+    deadlines: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    congested: Vec<u32>,
+    congested_until: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
+    sleep_armed: Option<Instant>,
+    /// Connections the Rust reference handlers queued frames for (see `reference`).
+    corked: Vec<Arc<Conn>>,
+    /// Spare buffers swapped with the handle's inbox.
+    inbox: Inbox,
+}
+
+impl Driver {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.handle.waker.register(cx.waker());
+        let mut budget = RUNS_PER_POLL;
+        loop {
+            let mut progress = self.take_inbox();
+            progress |= self.fire_timers(cx);
+            match self.ready.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    // The guard was taken before epoll is asked, so an event arriving after the
+                    // ask makes tokio report the fd again: clearing never loses one.
+                    if collect_events(guard.get_inner_mut(), &mut self.events, &mut self.entries, &mut self.run) == 0 {
+                        guard.clear_ready();
+                    }
+                    // Either way, ask again: only a `Pending` answer registers our waker.
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    eprintln!("ferrosocket: connection driver failed: {e}");
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+            while let Some(slot) = self.run.pop_front() {
+                if budget == 0 {
+                    self.run.push_front(slot);
+                    cx.waker().wake_by_ref(); // plenty done: let handshakes and others run first
+                    return Poll::Pending;
+                }
+                budget -= 1;
+                self.run_slot(slot);
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Adopts new connections and queues woken ones. True when there was anything.
+    fn take_inbox(&mut self) -> bool {
+        {
+            let mut inbox = self.handle.inbox.lock();
+            if inbox.adopt.is_empty() && inbox.woken.is_empty() {
+                return false;
+            }
+            std::mem::swap(&mut *inbox, &mut self.inbox);
+        }
+        let mut adopt = std::mem::take(&mut self.inbox.adopt);
+        for (conn, early) in adopt.drain(..) {
+            self.adopt(conn, early);
+        }
+        self.inbox.adopt = adopt;
+        for (slot, id) in self.inbox.woken.drain(..) {
+            if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
+                if entry.conn.id == id && !entry.queued {
+                    entry.queued = true;
+                    self.run.push_back(slot);
+                }
+            }
+        }
+        true
+    }
+
+    fn adopt(&mut self, conn: Arc<Conn>, mut early: Vec<u8>) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        conn.set_slot(slot);
+        let fd = conn.stream().as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self.handle.registry.register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
+            self.free.push(slot);
+            conn.terminate();
+            connection::finish(&conn, &self.shared, false);
+            return;
+        }
+        let mut session = Session::new(&self.shared);
+        if !early.is_empty() {
+            session.ingest_early(&conn, &self.shared, &mut self.corked, &mut early);
+        }
+        let entry = Entry { conn, session, queued: true, deadline_set: false, congested: false };
+        self.entries[slot as usize] = Some(Box::new(entry));
+        self.run.push_back(slot);
+    }
+
+    /// Queues connections whose close deadline passed and, every few milliseconds, those paused
+    /// by congestion; keeps the sleep armed for the next one. True when it queued any.
+    fn fire_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = Instant::now();
+        let mut fired = false;
+        while let Some(&Reverse((when, slot, id))) = self.deadlines.peek() {
+            if when > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
+                if entry.conn.id == id {
+                    entry.deadline_set = false;
+                    fired |= queue(&mut self.run, entry, slot);
+                }
+            }
+        }
+        if self.congested_until.is_some_and(|until| until <= now) {
+            self.congested_until = None;
+            for slot in self.congested.drain(..) {
+                if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
+                    entry.congested = false;
+                    fired |= queue(&mut self.run, entry, slot);
+                }
+            }
+        }
+        let next = match (self.deadlines.peek().map(|d| d.0 .0), self.congested_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(next) = next {
+            if self.sleep_armed != Some(next) {
+                self.sleep_armed = Some(next);
+                self.sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+            }
+            if self.sleep.as_mut().poll(cx).is_ready() {
+                self.sleep_armed = None;
+                cx.waker().wake_by_ref(); // due now: fire on the next pass
+            }
+        }
+        fired
+    }
+
+    fn run_slot(&mut self, slot: u32) {
+        let Some(Some(entry)) = self.entries.get_mut(slot as usize) else { return };
+        entry.queued = false;
+        entry.conn.take_wake();
+        let shared = &*self.shared;
+        let corked = &mut self.corked;
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| entry.session.run(&entry.conn, shared, corked)));
+        let step = match step {
+            Ok(step) => step,
+            Err(_) => {
+                self.corked.clear();
+                return self.remove(slot, true);
+            }
+        };
+        match step {
+            Step::Wait => {}
+            Step::Again => {
+                entry.queued = true;
+                self.run.push_back(slot);
+            }
+            Step::WaitUntil(when) => {
+                if !entry.deadline_set {
+                    entry.deadline_set = true;
+                    self.deadlines.push(Reverse((when, slot, entry.conn.id)));
+                    self.handle.waker.wake(); // re-arm the sleep on the next pass
+                }
+            }
+            Step::Congested => {
+                if !entry.congested {
+                    entry.congested = true;
+                    self.congested.push(slot);
+                    self.congested_until.get_or_insert_with(|| Instant::now() + CONGESTION_POLL);
+                    self.handle.waker.wake();
+                }
+            }
+            Step::Done => self.remove(slot, false),
+        }
+    }
+
+    /// The connection is over. Its descriptor leaves the epoll set when it closes (the last
+    /// `Arc<Conn>` goes); an event still arriving for the slot only causes a harmless run.
+    fn remove(&mut self, slot: u32, panicked: bool) {
+        if let Some(entry) = self.entries[slot as usize].take() {
+            self.free.push(slot);
+            connection::finish(&entry.conn, &self.shared, panicked);
+        }
+    }
+}
+
+fn queue(run: &mut VecDeque<u32>, entry: &mut Entry, slot: u32) -> bool {
+    if entry.queued {
+        return false;
+    }
+    entry.queued = true;
+    run.push_back(slot);
+    true
+}
+
+/// Takes what epoll has (without blocking) and queues those connections. Returns the count.
+fn collect_events(
+    poll: &mut mio::Poll,
+    events: &mut Events,
+    entries: &mut [Option<Box<Entry>>],
+    run: &mut VecDeque<u32>,
+) -> usize {
+    loop {
+        match poll.poll(events, Some(Duration::ZERO)) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return 0,
+        }
+    }
+    let mut count = 0;
+    for event in events.iter() {
+        count += 1;
+        let slot = event.token().0 as u32;
+        if let Some(Some(entry)) = entries.get_mut(slot as usize) {
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                entry.session.readable = true;
+            }
+            queue(run, entry, slot);
+        }
+    }
+    count
+}
