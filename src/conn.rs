@@ -49,22 +49,24 @@ struct Outgoing {
     queue: WriteQueue,
     /// Set once a close frame is queued: no further frames may follow it.
     close_queued: bool,
-    /// First close cause seen (ours or the peer's); what JS is told.
-    report: Option<CloseReport>,
+    /// First close cause seen (ours or the peer's); what JS is told. Boxed: only closing
+    /// connections have one, and every open connection would pay for the inline space.
+    report: Option<Box<CloseReport>>,
 }
 
 impl Outgoing {
     /// Keeps the first cause: whoever started the close decides what `onClose` reports.
     fn record_cause(&mut self, code: u16, reason: &str) {
         if self.report.is_none() {
-            self.report = Some(CloseReport { code, reason: reason.to_owned() });
+            self.report = Some(Box::new(CloseReport { code, reason: reason.to_owned() }));
         }
     }
 }
 
 pub struct Conn {
     pub id: u64,
-    pub namespace: usize,
+    /// Index into the config's namespaces (u32: packs with the descriptor).
+    namespace: u32,
     /// Non-blocking; registered with the driver's epoll set.
     stream: TcpStream,
     out: Mutex<Outgoing>,
@@ -88,7 +90,8 @@ pub struct Conn {
     ping_sent_at_us: AtomicU64,
     /// Unix time (ms) of the last read from the peer.
     last_seen_ms: AtomicU64,
-    rtt_us: AtomicU64,
+    /// Saturates at ~71 minutes; u32 keeps `Conn` in a smaller allocation class.
+    rtt_us: AtomicU32,
 }
 
 impl Conn {
@@ -103,7 +106,7 @@ impl Conn {
     ) -> Self {
         Self {
             id,
-            namespace,
+            namespace: u32::try_from(namespace).expect("namespace index fits u32"),
             stream,
             out: Mutex::new(Outgoing {
                 queue: WriteQueue::new(max_queued_messages, max_buffered_bytes),
@@ -121,8 +124,12 @@ impl Conn {
             terminate: AtomicBool::new(false),
             ping_sent_at_us: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(unix_ms()),
-            rtt_us: AtomicU64::new(0),
+            rtt_us: AtomicU32::new(0),
         }
+    }
+
+    pub fn namespace(&self) -> usize {
+        self.namespace as usize
     }
 
     pub(crate) fn stream(&self) -> &TcpStream {
@@ -273,7 +280,7 @@ impl Conn {
     }
 
     pub(crate) fn report(&self) -> Option<CloseReport> {
-        self.out.lock().report.clone()
+        self.out.lock().report.as_deref().cloned()
     }
 
     pub(crate) fn set_report_if_none(&self, code: u16, reason: &str) {
@@ -351,13 +358,14 @@ impl Conn {
         let sent = self.ping_sent_at_us.load(Ordering::Relaxed);
         if sent != 0 {
             let now = mono_us();
-            self.rtt_us.store(now.saturating_sub(sent), Ordering::Relaxed);
+            let rtt = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX);
+            self.rtt_us.store(rtt, Ordering::Relaxed);
         }
     }
 
     /// Last ping round-trip in microseconds (0 until the first pong).
     pub fn rtt_us(&self) -> u64 {
-        self.rtt_us.load(Ordering::Relaxed)
+        u64::from(self.rtt_us.load(Ordering::Relaxed))
     }
 
     /// One heartbeat tick: false when the peer sent nothing (not even a pong) since the last

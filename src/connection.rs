@@ -239,7 +239,7 @@ impl Dispatch<'_> {
         if self.conn.is_closing() {
             return; // we are closing: nothing more reaches the application
         }
-        let namespace = &self.shared.config.namespaces[self.conn.namespace];
+        let namespace = &self.shared.config.namespaces[self.conn.namespace()];
         if namespace.raw {
             self.bridge().push_raw(self.conn.id, binary, payload.to_vec());
             self.conn.message_delivered();

@@ -25,13 +25,15 @@ pub struct WriteQueue {
     bytes: usize,
     /// The head frame has been partially written.
     head_started: bool,
-    max_messages: usize,
-    max_bytes: usize,
+    // u32: limits above 4 Gi are no limits in practice, and every connection carries them.
+    max_messages: u32,
+    max_bytes: u32,
 }
 
 impl WriteQueue {
     pub fn new(max_messages: usize, max_bytes: usize) -> Self {
-        Self { frames: VecDeque::new(), bytes: 0, head_started: false, max_messages, max_bytes }
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self { frames: VecDeque::new(), bytes: 0, head_started: false, max_messages: clamp(max_messages), max_bytes: clamp(max_bytes) }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,7 +50,7 @@ impl WriteQueue {
 
     /// Queues an application frame, enforcing the limits.
     pub fn push_data(&mut self, frame: Bytes) -> Push {
-        if self.frames.len() >= self.max_messages || self.bytes + frame.len() > self.max_bytes {
+        if self.frames.len() >= self.max_messages as usize || self.bytes + frame.len() > self.max_bytes as usize {
             return Push::Overflow;
         }
         self.push_unbounded(frame);

@@ -51,7 +51,7 @@ pub(crate) fn handle(conn: &Arc<Conn>, shared: &Shared, envelope: &Envelope<'_>,
             let Some(room) = room_of(envelope.data) else { return true };
             let frame = event_frame("bcast", envelope.data);
             let rooms = [room];
-            let audience = Audience { namespace: conn.namespace, rooms: &rooms, ..Default::default() };
+            let audience = Audience { namespace: conn.namespace(), rooms: &rooms, ..Default::default() };
             shared.registry.for_each_in(&audience, |member| queue(member, &frame));
         }
         _ => return false,

@@ -2,8 +2,8 @@
 //!
 //! Bytes are parsed in place from whatever buffer the caller read into (a per-thread scratch
 //! buffer in the server), so an idle connection owns no read buffer at all: only the tail of a
-//! frame that has not fully arrived yet is copied into `partial`, and only a fragmented message
-//! in progress lives in `fragments`.
+//! frame that has not fully arrived yet is copied (into `Held::partial`), and only a fragmented
+//! message in progress is kept (`Held::fragments`).
 
 use super::close::parse_close_payload;
 use super::frame::{
@@ -30,8 +30,10 @@ pub enum Flow {
     Stop,
 }
 
+/// What a connection holds between reads: only while a frame or a fragmented message is
+/// incomplete (boxed, so an idle connection's reader is two words).
 #[derive(Debug, Default)]
-pub struct MessageReader {
+struct Held {
     /// Start of a frame whose bytes have not all arrived yet.
     partial: Vec<u8>,
     /// Payload of a fragmented message so far.
@@ -40,17 +42,40 @@ pub struct MessageReader {
     fragment_opcode: u8,
     /// For fragmented text: prefix of `fragments` known to be valid UTF-8 (fail fast).
     utf8_checked: usize,
+}
+
+impl Held {
+    fn is_idle(&self) -> bool {
+        self.partial.is_empty() && self.fragments.is_empty() && self.fragment_opcode == OP_CONTINUATION
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MessageReader {
+    held: Option<Box<Held>>,
     max_payload: usize,
 }
 
 impl MessageReader {
     pub fn new(max_payload: usize) -> Self {
-        Self { max_payload, ..Self::default() }
+        Self { max_payload, held: None }
     }
 
     /// True when no partial frame or message is held (the connection owns no read memory).
     pub fn is_idle(&self) -> bool {
-        self.partial.is_empty() && self.fragments.is_empty()
+        self.held.is_none()
+    }
+
+    fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
+
+    fn fragment_opcode(&self) -> u8 {
+        self.held.as_ref().map_or(OP_CONTINUATION, |h| h.fragment_opcode)
+    }
+
+    fn fragments_len(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.fragments.len())
     }
 
     /// Feeds freshly read bytes (unmasked in place) and hands every complete message or control
@@ -61,19 +86,25 @@ impl MessageReader {
         input: &mut [u8],
         sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
     ) -> Result<Flow, FrameError> {
-        if self.partial.is_empty() {
+        let partial = self.held.as_mut().map(|h| std::mem::take(&mut h.partial)).unwrap_or_default();
+        let flow = if partial.is_empty() {
             let (used, flow) = self.process(input, sink)?;
             if flow == Flow::Continue && used < input.len() {
-                self.partial.extend_from_slice(&input[used..]);
+                self.held().partial.extend_from_slice(&input[used..]);
             }
-            return Ok(flow);
-        }
-        let mut buf = std::mem::take(&mut self.partial);
-        buf.extend_from_slice(input);
-        let (used, flow) = self.process(&mut buf, sink)?;
-        if flow == Flow::Continue && used < buf.len() {
-            buf.drain(..used);
-            self.partial = buf;
+            flow
+        } else {
+            let mut buf = partial;
+            buf.extend_from_slice(input);
+            let (used, flow) = self.process(&mut buf, sink)?;
+            if flow == Flow::Continue && used < buf.len() {
+                buf.drain(..used);
+                self.held().partial = buf;
+            }
+            flow
+        };
+        if self.held.as_ref().is_some_and(|h| h.is_idle()) {
+            self.held = None;
         }
         Ok(flow)
     }
@@ -86,9 +117,7 @@ impl MessageReader {
         let mut pos = 0;
         while let Some(header) = parse_header(&buf[pos..], self.max_payload)? {
             if header.frame_len() > buf.len() - pos {
-                if !header.is_control()
-                    && self.fragments.len() + header.payload_len > self.max_payload
-                {
+                if !header.is_control() && self.fragments_len() + header.payload_len > self.max_payload {
                     return Err(FrameError::TooLarge);
                 }
                 break;
@@ -111,27 +140,28 @@ impl MessageReader {
     ) -> Result<Flow, FrameError> {
         match header.opcode {
             OP_TEXT | OP_BINARY => {
-                if self.fragment_opcode != OP_CONTINUATION {
+                if self.fragment_opcode() != OP_CONTINUATION {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if header.fin {
                     return deliver(header.opcode, payload, sink);
                 }
-                self.fragment_opcode = header.opcode;
+                self.held().fragment_opcode = header.opcode;
                 self.append_fragment(payload)?;
                 Ok(Flow::Continue)
             }
             OP_CONTINUATION => {
-                if self.fragment_opcode == OP_CONTINUATION {
+                if self.fragment_opcode() == OP_CONTINUATION {
                     return Err(FrameError::Protocol("continuation without a message"));
                 }
                 self.append_fragment(payload)?;
                 if !header.fin {
                     return Ok(Flow::Continue);
                 }
-                let opcode = std::mem::replace(&mut self.fragment_opcode, OP_CONTINUATION);
-                let message = std::mem::take(&mut self.fragments);
-                self.utf8_checked = 0;
+                let held = self.held();
+                let opcode = std::mem::replace(&mut held.fragment_opcode, OP_CONTINUATION);
+                let message = std::mem::take(&mut held.fragments);
+                held.utf8_checked = 0;
                 deliver(opcode, &message, sink)
             }
             OP_PING => Ok(sink(Incoming::Ping(payload))),
@@ -146,15 +176,17 @@ impl MessageReader {
     }
 
     fn append_fragment(&mut self, payload: &[u8]) -> Result<(), FrameError> {
-        if self.fragments.len() + payload.len() > self.max_payload {
+        let max_payload = self.max_payload;
+        let held = self.held();
+        if held.fragments.len() + payload.len() > max_payload {
             return Err(FrameError::TooLarge);
         }
-        self.fragments.extend_from_slice(payload);
-        if self.fragment_opcode == OP_TEXT {
+        held.fragments.extend_from_slice(payload);
+        if held.fragment_opcode == OP_TEXT {
             // Fail fast: reject as soon as the bytes so far cannot start valid UTF-8.
-            match simdutf8::compat::from_utf8(&self.fragments[self.utf8_checked..]) {
-                Ok(_) => self.utf8_checked = self.fragments.len(),
-                Err(e) if e.error_len().is_none() => self.utf8_checked += e.valid_up_to(),
+            match simdutf8::compat::from_utf8(&held.fragments[held.utf8_checked..]) {
+                Ok(_) => held.utf8_checked = held.fragments.len(),
+                Err(e) if e.error_len().is_none() => held.utf8_checked += e.valid_up_to(),
                 Err(_) => return Err(FrameError::InvalidUtf8),
             }
         }
