@@ -148,9 +148,11 @@ impl Driver {
             progress |= self.fire_timers(cx);
             match self.ready.poll_read_ready_mut(cx) {
                 Poll::Ready(Ok(mut guard)) => {
-                    // The guard was taken before epoll is asked, so an event arriving after the
-                    // ask makes tokio report the fd again: clearing never loses one.
-                    if collect_events(guard.get_inner_mut(), &mut self.events, &mut self.entries, &mut self.run) == 0 {
+                    // A batch short of the buffer's size drained the set. The guard was taken
+                    // before epoll was asked, and an event arriving after the ask is a new edge
+                    // on our epoll fd that tokio reports again: clearing never loses one.
+                    let taken = collect_events(guard.get_inner_mut(), &mut self.events, &mut self.entries, &mut self.run);
+                    if taken < EVENTS_PER_CALL {
                         guard.clear_ready();
                     }
                     // Either way, ask again: only a `Pending` answer registers our waker.
