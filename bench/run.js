@@ -392,7 +392,8 @@ function summarize(wl, rec) {
     sum.ok = j.conns.failed === 0 && j.conns.closed_early === 0 && j.messages > 0
   } else {
     sum.failed = j.failed
-    sum.ok = j.failed === 0 && j.handshakes > 0
+    sum.unclean_close = j.unclean_close
+    sum.ok = j.failed === 0 && (j.unclean_close ?? 0) === 0 && j.handshakes > 0
   }
   return sum
 }
@@ -558,7 +559,7 @@ function describeProblem(wl, rec) {
   if (wl.mode === 'fanout')
     return `subscribed ${j.subscribed}/${j.params.subs}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, last completion ${j.ms_since_last_completion} ms before the end${j.publisher_error ? `, ${j.publisher_error}` : ''}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   if (wl.mode === 'echo') return `failed ${j.conns.failed}, closed early ${j.conns.closed_early}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
-  return `failed handshakes ${j.failed}${j.first_error ? ` (first error: ${j.first_error})` : ''}`
+  return `failed handshakes ${j.failed}, unclean closes ${j.unclean_close ?? 0}${j.first_error ? ` (first error: ${j.first_error})` : ''}`
 }
 
 // ---------------------------------------------------------------------------------------------

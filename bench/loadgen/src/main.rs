@@ -1,8 +1,10 @@
 //! ferrosocket benchmark load generator. See bench/README.md.
 //!
-//! Single-threaded on purpose (tokio current_thread): the benchmark pins it to one core and the
-//! server to the other, and the server must be the busy process.
+//! Single-threaded on purpose (tokio current_thread; the connect mode uses its own epoll loop):
+//! the benchmark pins it to one core and the server to the other, and the server must be the busy
+//! process.
 
+mod connect;
 mod hist;
 mod modes;
 mod sys;
@@ -131,17 +133,21 @@ fn main() {
         connect_timeout: args.secs("connect-timeout", 10.0),
     };
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&rt, async move {
-        match mode.as_str() {
-            "echo" => modes::echo(ctx, &args).await,
-            "fanout" => modes::fanout(ctx, &args).await,
-            "idle" => modes::idle(ctx, &args).await,
-            "connect" => modes::connect(ctx, &args).await,
-            m => die(&format!("unknown mode {m}\n{USAGE}")),
-        }
-    });
+    let result = if mode == "connect" {
+        // Its own epoll loop on raw sockets, no tokio (see connect.rs).
+        connect::run(ctx, &args)
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            match mode.as_str() {
+                "echo" => modes::echo(ctx, &args).await,
+                "fanout" => modes::fanout(ctx, &args).await,
+                "idle" => modes::idle(ctx, &args).await,
+                m => die(&format!("unknown mode {m}\n{USAGE}")),
+            }
+        })
+    };
     let (mut json, human) = result;
     if let Some(o) = json.as_object_mut() {
         o.insert("nofile_limit".into(), serde_json::json!({ "soft": soft, "hard": hard }));

@@ -1,5 +1,6 @@
-//! The four workloads. Each mode owns the timeline (connect, warm up, measure, stop) and reads
-//! the shared counters at the end; connection tasks only count and record.
+//! The echo, fanout and idle workloads (connect has its own loop in connect.rs). Each mode owns
+//! the timeline (connect, warm up, measure, stop) and reads the shared counters at the end;
+//! connection tasks only count and record.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -109,7 +110,7 @@ async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u6
     (w, n, n as f64 / wall)
 }
 
-fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
+pub(crate) fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
     json!({
         "mode": mode,
         "proto": ctx.proto.name(),
@@ -119,7 +120,7 @@ fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
     })
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
+pub(crate) fn merge(mut a: Value, b: Value) -> Value {
     if let (Some(ao), Value::Object(bo)) = (a.as_object_mut(), b) {
         for (k, v) in bo {
             ao.insert(k, v);
@@ -128,7 +129,7 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-fn fmt_server(w: &Value) -> String {
+pub(crate) fn fmt_server(w: &Value) -> String {
     match &w["server"] {
         Value::Null => format!("loadgen cpu {:.0}%", w["loadgen"]["cpu_util"].as_f64().unwrap_or(0.0) * 100.0),
         s => format!(
@@ -671,108 +672,5 @@ async fn idle_conn(ctx: Rc<Ctx>, st: Rc<IdleState>, i: usize) {
     st.open_now.set(st.open_now.get() - 1);
     if st.phase.get() < STOP {
         st.conns.closed_early.set(st.conns.closed_early.get() + 1);
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// connect
-// ------------------------------------------------------------------------------------------------
-
-struct ConnectState {
-    phase: Phase,
-    handshakes: Cell<u64>,
-    failed: Cell<u64>,
-    unclean_close: Cell<u64>,
-    first_error: RefCell<Option<String>>,
-    hist: RefCell<Hist>,
-}
-
-pub async fn connect(ctx: Ctx, args: &Args) -> (Value, String) {
-    let n: usize = args.num("conns", 50);
-    let dur = args.secs("duration", 5.0);
-    let ctx = Rc::new(ctx);
-    let st = Rc::new(ConnectState {
-        phase: Phase::new(),
-        handshakes: Cell::new(0),
-        failed: Cell::new(0),
-        unclean_close: Cell::new(0),
-        first_error: RefCell::new(None),
-        hist: RefCell::new(Hist::new()),
-    });
-    st.phase.set(WARMUP);
-    for i in 0..n {
-        tokio::task::spawn_local(connect_loop(ctx.clone(), st.clone(), i, n));
-    }
-    let (w, count, rate) = measure(&ctx, &st.phase, dur, || st.handshakes.get()).await;
-    let h = st.hist.borrow();
-    let human = format!(
-        "connect {n} loops: {:.0} handshakes/s, handshake p50 {} us p99 {} us, {} failed; {}",
-        rate,
-        h.percentile(50.0),
-        h.percentile(99.0),
-        st.failed.get(),
-        fmt_server(&w)
-    );
-    let out = merge(
-        base_json("connect", &ctx, json!({ "conns": n, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() })),
-        json!({
-            "handshakes": count,
-            "handshakes_per_s": rate.round(),
-            "failed": st.failed.get(),
-            "unclean_close": st.unclean_close.get(),
-            "first_error": *st.first_error.borrow(),
-            "handshake_us": h.json(),
-            "window": w,
-        }),
-    );
-    (out, human)
-}
-
-async fn connect_loop(ctx: Rc<Ctx>, st: Rc<ConnectState>, lane: usize, lanes: usize) {
-    let mut i = lane;
-    while st.phase.get() < STOP {
-        let t0 = now_us();
-        let r = open(&ctx, i, 1024).await;
-        i += lanes;
-        let measuring = st.phase.get() == MEASURE;
-        let mut c = match r {
-            Ok(c) => c,
-            Err(e) => {
-                if measuring {
-                    st.failed.set(st.failed.get() + 1);
-                }
-                {
-                    let mut fe = st.first_error.borrow_mut();
-                    if fe.is_none() {
-                        *fe = Some(e);
-                    }
-                }
-                sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if measuring {
-            st.handshakes.set(st.handshakes.get() + 1);
-            st.hist.borrow_mut().record(now_us() - t0);
-        }
-        // Close handshake: our close frame, the server's close frame, then the server's FIN.
-        c.queue_close(1000);
-        let clean = timeout(Duration::from_secs(2), async {
-            if c.flush().await.is_err() {
-                return false;
-            }
-            loop {
-                match c.read_some().await {
-                    Ok(0) => return c.got_close,
-                    Err(_) => return false,
-                    Ok(_) => c.drain(|_| {}),
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !clean && measuring {
-            st.unclean_close.set(st.unclean_close.get() + 1);
-        }
     }
 }

@@ -419,14 +419,6 @@ impl Conn {
         Self::frame_into(&mut self.wbuf, &mut self.rng, 0x1, payload);
     }
 
-    /// Queue a close frame (once).
-    pub fn queue_close(&mut self, code: u16) {
-        if !self.sent_close {
-            self.sent_close = true;
-            Self::frame_into(&mut self.wbuf, &mut self.rng, 0x8, &code.to_be_bytes());
-        }
-    }
-
     /// Write everything queued, in one write when the kernel takes it.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
