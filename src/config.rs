@@ -48,7 +48,7 @@ pub struct Config {
     pub require_protocol: bool,
     /// Hold each upgrade until JS decides (`authenticate`).
     pub authenticate: bool,
-    /// Test hook: a connection task panics when it receives this event.
+    /// Test hook: running a connection panics when it receives this event.
     pub panic_on_event: Option<String>,
     /// Bench hook: answer the benchmark protocol in Rust (see `reference.rs`).
     pub reference_handlers: bool,

@@ -1,4 +1,4 @@
-//! The server: owns the tokio runtime, the listener and the shared state every connection task
+//! The server: owns the tokio runtime, the listener and the shared state every connection
 //! sees. Accepts TCP connections, runs each HTTP upgrade as a task, starts the connection drivers
 //! that run the WebSockets, runs the heartbeat sweep, publishes frames to audiences and drives
 //! graceful shutdown.
@@ -23,7 +23,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// State shared by the server handle and every connection task.
+/// State shared by the server handle and every handshake and driver.
 pub struct Shared {
     pub config: Config,
     pub registry: Registry<Arc<Conn>>,
