@@ -222,12 +222,19 @@ impl Driver {
             connection::finish(&conn, &self.shared, false);
             return;
         }
-        let mut session = Session::new(&self.shared);
-        if !early.is_empty() {
-            session.ingest_early(&conn, &self.shared, &mut self.corked, &mut early);
-        }
+        let session = Session::new(&self.shared);
         let entry = Entry { conn, session, queued: true, deadline_set: false, congested: false };
-        self.entries[slot as usize] = Some(Box::new(entry));
+        let entry = self.entries[slot as usize].insert(Box::new(entry));
+        if !early.is_empty() {
+            let (shared, corked) = (&*self.shared, &mut self.corked);
+            let ingested = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                entry.session.ingest_early(&entry.conn, shared, corked, &mut early)
+            }));
+            if ingested.is_err() {
+                self.corked.clear();
+                return self.remove(slot, true);
+            }
+        }
         self.run.push_back(slot);
     }
 
