@@ -20,10 +20,14 @@
 //! (the server closes TCP first, so the TIME_WAIT is on its side and our ephemeral ports are free
 //! again at once), and only then close the socket, which sends our FIN (never an RST: everything
 //! the server sent has been read).
+//!
+//! Unsafe code here is only the libc calls on fds; each block says why it is sound.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -61,7 +65,9 @@ enum State {
 }
 
 struct Lane {
-    fd: RawFd,
+    /// The lane's socket while it has one; dropping it closes the socket (and so removes it from
+    /// the epoll set: nothing else holds a duplicate of it).
+    fd: Option<OwnedFd>,
     /// Bumped whenever `fd` is closed, so an event for an earlier socket of this lane is ignored.
     gen: u32,
     state: State,
@@ -81,6 +87,14 @@ struct Lane {
     expect: [u8; 28],
     buf: Box<[u8]>,
     len: usize,
+}
+
+impl Lane {
+    /// The socket's fd for a syscall, or -1 (the call then fails with EBADF) if there is none.
+    #[inline]
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
 }
 
 struct Stats {
@@ -253,76 +267,89 @@ fn push_frame(out: &mut Vec<u8>, rng: &mut u32, op: u8, payload: &[u8]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
 }
 
-fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match a {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
+/// A socket address in the layout bind()/connect() take, built from safe struct literals (no
+/// zeroed sockaddr_storage and no pointer casts to fill it in).
+enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    fn new(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(v4) => RawAddr::V4(libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
                 sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
                 sin_zero: [0; 8],
-            };
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
+            }),
+            SocketAddr::V6(v6) => RawAddr::V6(libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: v6.flowinfo(),
                 sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
                 sin6_scope_id: v6.scope_id(),
-            };
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
+            }),
         }
-    };
-    (ss, len as libc::socklen_t)
+    }
+
+    /// Pointer and length to pass to bind()/connect(): the pointer is to the struct inside `self`
+    /// (valid while `self` is alive and not moved) and the length is exactly that struct's size.
+    fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            RawAddr::V4(sin) => (std::ptr::from_ref(sin).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t),
+            RawAddr::V6(sin6) => (std::ptr::from_ref(sin6).cast(), std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t),
+        }
+    }
 }
 
 /// A non-blocking TCP socket, bound to `src` if given, with connect() started.
-fn start_connect(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<RawFd> {
+fn start_connect(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<OwnedFd> {
     let domain = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
+    // SAFETY: socket() takes no pointers; any argument values are sound (bad ones give an error).
+    let raw = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
         return Err(errno());
     }
-    let r = (|| {
-        if let Some(ip) = src {
-            // Let connect() pick the source port per 4-tuple, so one source address can reach many
-            // ports per destination instead of exhausting its ephemeral range at bind() time.
-            let one: libc::c_int = 1;
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-            let (sa, len) = sockaddr(SocketAddr::new(ip, 0));
-            if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } < 0 {
-                return Err(errno());
-            }
+    // SAFETY: `raw` is a new open fd (socket() succeeded) that nothing else refers to; the OwnedFd
+    // becomes its only owner and closes it exactly once, also on the error returns below.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if let Some(ip) = src {
+        // Let connect() pick the source port per 4-tuple, so one source address can reach many
+        // ports per destination instead of exhausting its ephemeral range at bind() time.
+        let one: libc::c_int = 1;
+        // SAFETY: optval points to `one`, a live c_int on this stack frame, and optlen is
+        // size_of::<c_int>(), so the kernel reads exactly that int; `raw` is open (owned by `fd`).
+        // The result is ignored: where the option is unsupported, bind() still works (it then
+        // reserves a port itself).
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&one).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
-        let (sa, len) = sockaddr(dst);
-        if unsafe { libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) } < 0 {
-            let e = errno();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(e);
-            }
-        }
-        Ok(())
-    })();
-    match r {
-        Ok(()) => Ok(fd),
-        Err(e) => {
-            unsafe { libc::close(fd) };
-            Err(e)
+        let sa = RawAddr::new(SocketAddr::new(ip, 0));
+        let (ptr, len) = sa.as_ptr();
+        // SAFETY: `ptr`/`len` describe the sockaddr_in/sockaddr_in6 inside `sa`, which lives until
+        // the end of this block; the kernel only reads `len` bytes during the call. `raw` is open.
+        if unsafe { libc::bind(raw, ptr, len) } < 0 {
+            return Err(errno());
         }
     }
+    let sa = RawAddr::new(dst);
+    let (ptr, len) = sa.as_ptr();
+    // SAFETY: as for bind(): `ptr`/`len` describe the struct inside `sa`, alive for the whole
+    // call, and the kernel copies the address before connect() returns. `raw` is open.
+    if unsafe { libc::connect(raw, ptr, len) } < 0 {
+        let e = errno();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(fd)
 }
 
 /// What a lane's I/O step ended with.
@@ -351,7 +378,10 @@ impl Engine {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET | if out { libc::EPOLLOUT } else { 0 }) as u32,
             u64: ((l.gen as u64) << 32) | i as u64,
         };
-        if unsafe { libc::epoll_ctl(self.ep, op, l.fd, &mut ev) } < 0 {
+        // SAFETY: `ev` is a live, initialised epoll_event on this stack frame for the whole call
+        // (the kernel copies it; it keeps no pointer). `self.ep` is the epoll fd this engine owns
+        // until the end of run(), and the lane's fd is its own open socket (or -1: EBADF).
+        if unsafe { libc::epoll_ctl(self.ep, op, l.raw_fd(), &mut ev) } < 0 {
             return Err(errno());
         }
         Ok(())
@@ -369,7 +399,7 @@ impl Engine {
         };
         let key_at = self.key_at;
         let l = &mut self.lanes[i];
-        l.fd = fd;
+        l.fd = Some(fd);
         l.len = 0;
         l.got_close = false;
         l.counted = false;
@@ -402,7 +432,10 @@ impl Engine {
                 return Ok(true);
             }
             let rest = &l.out[l.wpos..];
-            let n = unsafe { libc::send(l.fd, rest.as_ptr() as *const libc::c_void, rest.len(), libc::MSG_NOSIGNAL) };
+            // SAFETY: `rest` borrows `l.out`, which is not touched during the call, so the pointer
+            // is valid for reads of exactly `rest.len()` bytes; the kernel only reads them.
+            // MSG_NOSIGNAL: a peer reset gives EPIPE instead of SIGPIPE.
+            let n = unsafe { libc::send(l.raw_fd(), rest.as_ptr().cast::<libc::c_void>(), rest.len(), libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 l.wpos += n as usize;
                 continue;
@@ -424,9 +457,8 @@ impl Engine {
 
     fn close_fd(&mut self, i: usize) {
         let l = &mut self.lanes[i];
-        if l.fd >= 0 {
-            unsafe { libc::close(l.fd) };
-            l.fd = -1;
+        if let Some(fd) = l.fd.take() {
+            drop(fd); // close()
             l.gen = l.gen.wrapping_add(1);
         }
     }
@@ -511,7 +543,12 @@ impl Engine {
             if space == 0 {
                 return self.fail_or_unclean(i, "response head too large".into());
             }
-            let n = unsafe { libc::recv(l.fd, l.buf[l.len..].as_mut_ptr() as *mut libc::c_void, space, 0) };
+            let fd = l.raw_fd();
+            let dst = &mut l.buf[l.len..];
+            // SAFETY: `dst` is an exclusive borrow of the lane's buffer with `dst.len() == space`,
+            // so the kernel may write up to `space` bytes there; u8 has no invalid values and
+            // `l.len` is advanced only by the count recv() reports as written.
+            let n = unsafe { libc::recv(fd, dst.as_mut_ptr().cast::<libc::c_void>(), dst.len(), 0) };
             let eof = if n > 0 {
                 l.len += n as usize;
                 // A short read drained the socket; if the FIN had already arrived when epoll
@@ -660,6 +697,8 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
     let n: usize = args.num("conns", 50usize).max(1);
     let dur = args.secs("duration", 5.0);
     let (request, key_at) = request_template(&ctx.target.path, &ctx.target.host_header);
+    // SAFETY: epoll_create1() takes no pointers. The fd it returns is closed once, at the end of
+    // this function, after its last use.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
         crate::die(&format!("epoll_create1: {}", errno()));
@@ -667,7 +706,7 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() | 1;
     let lanes = (0..n)
         .map(|i| Lane {
-            fd: -1,
+            fd: None,
             gen: 0,
             state: State::Pause,
             deadline: 0,
@@ -721,6 +760,10 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
         }
         let wake = phase_end.min(e.next_deadline);
         let timeout_ms = (wake.saturating_sub(now)).div_ceil(1000).min(1000) as libc::c_int;
+        // SAFETY: `events` is a Vec of `events.len()` (1..=1024, fits c_int) initialised
+        // epoll_events, exclusively borrowed for the call, and maxevents is that length, so the
+        // kernel writes only inside it (epoll_event is plain data: any bytes are a valid value).
+        // `e.ep` is the open epoll fd created above.
         let k = unsafe { libc::epoll_wait(e.ep, events.as_mut_ptr(), events.len() as libc::c_int, timeout_ms) };
         if k < 0 {
             let err = errno();
@@ -733,7 +776,7 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
             let (flags, data) = (ev.events, ev.u64);
             let i = (data & 0xffff_ffff) as usize;
             let l = &e.lanes[i];
-            if l.fd < 0 || l.gen != (data >> 32) as u32 {
+            if l.fd.is_none() || l.gen != (data >> 32) as u32 {
                 continue;
             }
             e.on_event(i, flags);
@@ -770,6 +813,8 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
     for i in 0..n {
         e.close_fd(i);
     }
+    // SAFETY: `e.ep` came from epoll_create1() above, is owned by this function alone and is not
+    // used after this (the lane sockets registered in it are already closed).
     unsafe { libc::close(e.ep) };
     (out, human)
 }
