@@ -4,6 +4,8 @@ use std::time::Instant;
 
 /// Raise RLIMIT_NOFILE's soft limit to the hard limit; returns (soft, hard) after.
 pub fn raise_nofile() -> (u64, u64) {
+    // SAFETY: `rlimit` is plain old data (all-zero is a valid value); getrlimit/setrlimit only read
+    // or write the struct we pass by reference for the duration of the call.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
@@ -21,6 +23,7 @@ pub fn raise_nofile() -> (u64, u64) {
 
 /// CPU seconds (user + system) this process has used.
 pub fn self_cpu_s() -> f64 {
+    // SAFETY: `rusage` is plain old data (all-zero is valid); getrusage writes only into it.
     unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
@@ -30,6 +33,7 @@ pub fn self_cpu_s() -> f64 {
 }
 
 fn clk_tck() -> f64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
         t as f64

@@ -161,6 +161,8 @@ pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_si
         // Let connect() pick the source port per 4-tuple, so one source address can reach many
         // ports per destination instead of exhausting its ephemeral range at bind() time.
         let one: libc::c_int = 1;
+        // SAFETY: the socket fd is open (owned by `sock`), and the option value points to a live
+        // c_int whose size is passed as the length.
         unsafe {
             libc::setsockopt(
                 sock.as_raw_fd(),
