@@ -47,6 +47,39 @@ class RequestContext {
 
 /** Handler key for raw-mode namespaces (no envelope). */
 const RAW = Symbol('raw')
+/** Handler-store key of the `onClose` handlers: one function, or an array of them. */
+const CLOSE = Symbol('close')
+
+// Handler stores (`onMessage`/`onRawMessage`/`onClose` handlers, and `onRequest` handlers) map a
+// key to a handler: null while empty, then a flat `[key, handler, key, handler, …]` array for up
+// to 8 keys (exactly sized: 48 + 16 bytes per key, a third to a half of a Map; a linear scan of a
+// few keys is at least as fast as Map#get), then a Map.
+/** Array length (2 per key) up to which a store stays flat. */
+const FLAT_MAX = 16
+
+function storeGet(store, key) {
+  if (!store) return undefined
+  if (!Array.isArray(store)) return store.get(key)
+  for (let i = 0; i < store.length; i += 2) if (store[i] === key) return store[i + 1]
+  return undefined
+}
+
+/** Sets `key` to `value`; returns the store to keep (a new one when it had to grow). */
+function storeSet(store, key, value) {
+  if (!store) return [key, value]
+  if (!Array.isArray(store)) return store.set(key, value)
+  const n = store.length
+  for (let i = 0; i < n; i += 2) {
+    if (store[i] === key) {
+      store[i + 1] = value
+      return store
+    }
+  }
+  if (n < FLAT_MAX) return store.concat([key, value]) // push would over-allocate (n + n/2 + 16 slots)
+  const map = new Map()
+  for (let i = 0; i < n; i += 2) map.set(store[i], store[i + 1])
+  return map.set(key, value)
+}
 
 // Connection._state bits.
 /** `_pump` is running, or waiting for an async handler. */
@@ -73,7 +106,6 @@ class Extra {
     this.buffered = null
     /** `{ code, reason }` once closed. */
     this.closeInfo = undefined
-    this.closeHandlers = null
     this.closeWaiters = null
     /** Last `lastSeenAt` read while open (what it returns once closed). */
     this.lastSeenAt = undefined
@@ -177,7 +209,7 @@ class Connection {
     if (contract && !hasEvent(contract.in, event)) {
       throw new TypeError(`Unknown inbound event "${event}": it is not in the contract's "in" map`)
     }
-    ;(this._handlers ??= new Map()).set(event, handler)
+    this._handlers = storeSet(this._handlers, event, handler)
     this._replayBuffered(event)
     return this
   }
@@ -194,7 +226,7 @@ class Connection {
       throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
     }
     const x = this._more()
-    ;(x.requestHandlers ??= new Map()).set(name, handler)
+    x.requestHandlers = storeSet(x.requestHandlers, name, handler)
     this._replayBuffered(name, true)
     return this
   }
@@ -239,7 +271,7 @@ class Connection {
 
   /** Raw-mode namespaces: receive each message as a string (text) or Buffer (binary). */
   onRawMessage(handler) {
-    ;(this._handlers ??= new Map()).set(RAW, handler)
+    this._handlers = storeSet(this._handlers, RAW, handler)
     this._replayBuffered(RAW)
     return this
   }
@@ -263,7 +295,14 @@ class Connection {
       const { code, reason } = this._x.closeInfo
       queueMicrotask(() => this._callSafely(handler, code, reason))
     } else {
-      ;(this._more().closeHandlers ??= []).push(handler)
+      // One handler is stored as is, more as an array (a non-function goes in an array too, so
+      // the two cannot be confused; calling it reports the TypeError as before).
+      const before = storeGet(this._handlers, CLOSE)
+      let after
+      if (before === undefined) after = typeof handler === 'function' ? handler : [handler]
+      else if (typeof before === 'function') after = [before, handler]
+      else (after = before).push(handler)
+      this._handlers = storeSet(this._handlers, CLOSE, after)
     }
     return this
   }
@@ -404,7 +443,12 @@ class Connection {
       clearTimeout(pending.timer)
       pending.reject(closedBeforeReply(pending.name, code))
     }
-    for (const handler of x.closeHandlers?.splice(0) ?? []) this._callSafely(handler, code, reason)
+    const handlers = storeGet(this._handlers, CLOSE)
+    if (handlers !== undefined) {
+      this._handlers = storeSet(this._handlers, CLOSE, undefined)
+      if (typeof handlers === 'function') this._callSafely(handlers, code, reason)
+      else for (const handler of handlers) this._callSafely(handler, code, reason)
+    }
     for (const resolve of x.closeWaiters?.splice(0) ?? []) resolve({ code, reason })
   }
 
@@ -420,7 +464,7 @@ class Connection {
         continue
       }
       const key = this._ns.raw ? RAW : message.event
-      const handler = (message.request ? this._x?.requestHandlers : this._handlers)?.get(key)
+      const handler = storeGet(message.request ? this._x?.requestHandlers : this._handlers, key)
       if (!handler) {
         this._buffer(message)
         continue
