@@ -135,7 +135,7 @@ class Connection {
     this._openedAt = openedAt
     this._state = 0
     this._handlers = null
-    this._queue = []
+    this._queue = null
     this._rooms = null
     /** @type {Extra | null} */
     this._x = null
@@ -400,10 +400,13 @@ class Connection {
   }
 
   _enqueue(message) {
-    this._queue.push(message)
     const x = this._x
     if (x !== null && x.outbound !== null && x.outbound.size > 0) this._readAhead(message)
-    if ((this._state & RUNNING) === 0) this._pump()
+    // Not running means nothing is queued: run it now. The queue (an array) exists only on
+    // connections that ever had a backlog (async handlers, or messages arriving from a handler).
+    if ((this._state & RUNNING) === 0) this._pump(message)
+    else if (this._queue === null) this._queue = [message]
+    else this._queue.push(message)
   }
 
   /** Counts one handled message towards the next acknowledgement to Rust. */
@@ -420,7 +423,7 @@ class Connection {
   _readAhead(message) {
     const max = this._ns.server._maxInflightMessages
     const x = this._more()
-    for (const m of message ? [message] : this._queue) {
+    for (const m of message ? [message] : (this._queue ?? [])) {
       if (x.ahead >= max) return
       if (!m.acked) {
         m.acked = true
@@ -454,11 +457,21 @@ class Connection {
 
   // ---- dispatch ----
 
-  /** Runs queued messages in order; returns when the queue is empty or an async step is pending. */
-  _pump() {
+  /**
+   * Runs `first` (a message that found the queue empty), then queued messages in order; returns
+   * when the queue is empty or an async step is pending.
+   */
+  _pump(first) {
     this._state |= RUNNING
-    while (this._queue.length > 0) {
-      const message = this._queue.shift()
+    let next = first
+    for (;;) {
+      let message = next
+      next = undefined
+      if (message === undefined) {
+        const queue = this._queue
+        if (queue === null || queue.length === 0) break
+        message = queue.shift()
+      }
       if (message.request && message.done) {
         this._settle(message) // timed out while waiting for its turn: never run
         continue
@@ -477,15 +490,20 @@ class Connection {
         continue
       }
       if (pending && typeof pending.then === 'function') {
-        pending.then(
-          () => this._settle(message),
-          (error) => this._failed(error, message),
-        ).then(() => this._pump())
+        this._resumeAfter(pending, message)
         return
       }
       this._settle(message)
     }
     this._state &= ~RUNNING
+  }
+
+  /** A handler returned a promise: settle its message when it is done, then carry on with the queue. */
+  _resumeAfter(pending, message) {
+    pending.then(
+      () => this._settle(message),
+      (error) => this._failed(error, message),
+    ).then(() => this._pump())
   }
 
   /** Validates and calls the handler; returns a promise only when something is asynchronous. */
@@ -637,7 +655,7 @@ class Connection {
       this._state |= CLOSING
       this._ns.server._native.close(this._nid, code, reason)
     }
-    for (const dropped of this._queue.splice(0)) this._settle(dropped)
+    for (const dropped of this._queue?.splice(0) ?? []) this._settle(dropped)
   }
 
   _settle(message) {
@@ -679,7 +697,7 @@ class Connection {
     if (replay.length === 0) return
     x.buffered = x.buffered.filter((m) => !matches(m))
     // They arrived before anything still queued, so they go first.
-    this._queue.unshift(...replay)
+    ;(this._queue ??= []).unshift(...replay)
     if ((this._state & RUNNING) === 0) this._pump()
   }
 
