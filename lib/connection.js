@@ -136,6 +136,7 @@ class Connection {
     this._state = 0
     this._handlers = null
     this._queue = null
+    /** null, one room name (a string), or a Set once `rooms` was read or a second room joined. */
     this._rooms = null
     /** @type {Extra | null} */
     this._x = null
@@ -157,7 +158,9 @@ class Connection {
 
   /** Rooms this connection has joined. */
   get rooms() {
-    return (this._rooms ??= new Set())
+    const rooms = this._rooms
+    if (rooms !== null && typeof rooms === 'object') return rooms
+    return (this._rooms = rooms === null ? new Set() : new Set([rooms]))
   }
 
   get headers() {
@@ -315,16 +318,29 @@ class Connection {
 
   join(room) {
     if (this.isOpen) {
-      this._ns.server._native.join(this._nid, String(room))
-      ;(this._rooms ??= new Set()).add(String(room))
+      const name = String(room)
+      this._ns.server._native.join(this._nid, name)
+      const rooms = this._rooms
+      if (rooms === null) this._rooms = name
+      else if (typeof rooms === 'string') {
+        if (rooms !== name) this._rooms = new Set([rooms, name])
+      } else rooms.add(name)
     }
     return this
   }
 
   leave(room) {
-    if (this._rooms?.delete(String(room)) && (this._state & CLOSED) === 0) {
-      this._ns.server._native.leave(this._nid, String(room))
+    const rooms = this._rooms
+    if (rooms === null) return this
+    const name = String(room)
+    let left
+    if (typeof rooms === 'string') {
+      left = rooms === name
+      if (left) this._rooms = null
+    } else {
+      left = rooms.delete(name)
     }
+    if (left && (this._state & CLOSED) === 0) this._ns.server._native.leave(this._nid, name)
     return this
   }
 
@@ -438,7 +454,8 @@ class Connection {
     const x = this._more()
     x.closeInfo = { code, reason }
     this._state |= CLOSING | CLOSED
-    this._rooms?.clear()
+    if (typeof this._rooms === 'string') this._rooms = null
+    else this._rooms?.clear()
     for (const request of x.inbound?.values() ?? []) this._abandon(request, closedBeforeReply(request.event))
     x.inbound?.clear()
     for (const [id, pending] of x.outbound ?? []) {
