@@ -8,7 +8,7 @@
 // the batch arrives, so a handler awaiting one cannot deadlock its own connection.
 
 const { hasEvent, serialisableIssues, describeIssues, validateClientRequest } = require('./contract')
-const { parseHead } = require('./request')
+const { parseHead, unpackHead } = require('./request')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
 const { RequestError, RequestErrorCode, isPublicError, errorBody, fromClientError } = require('./requests')
 
@@ -126,7 +126,7 @@ class Connection {
   constructor(ns, nativeId, request, remoteAddress, protocol, userId, data, openedAt) {
     this._ns = ns
     this._nid = nativeId
-    /** The request head (a string) until someone reads headers/url/query, then the parsed request. */
+    /** The packed request head (see packHead) until someone reads headers/url/query, then the parsed request. */
     this._req = request
     this.remoteAddress = remoteAddress
     this.protocol = protocol
@@ -187,7 +187,7 @@ class Connection {
   _parsedRequest() {
     let request = this._req
     if (request === undefined || request === null || typeof request === 'string') {
-      request = this._req = parseHead(request ?? 'GET / HTTP/1.1\r\n\r\n')
+      request = this._req = parseHead(request == null ? 'GET / HTTP/1.1\r\n\r\n' : unpackHead(request))
     }
     return request
   }

@@ -7,7 +7,7 @@ const { NativeServer } = require('../binding.js')
 const { Connection } = require('./connection')
 const { validateOutbound } = require('./contract')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
-const { parseHead, headFromIncomingMessage } = require('./request')
+const { parseHead, packHead, headFromIncomingMessage } = require('./request')
 
 const KIND_OPEN = 0
 const KIND_MESSAGE = 1
@@ -394,7 +394,7 @@ class Server {
     const id = entry[1]
     const nsIndex = entry[2]
     const authId = entry[4]
-    let request = entry[5] // the raw head; parsed only if someone reads conn.headers/url/query
+    let request = packHead(entry[5]) // parsed only if someone reads conn.headers/url/query
     let userId
     let data
     if (authId) {
