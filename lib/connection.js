@@ -8,7 +8,7 @@
 // the batch arrives, so a handler awaiting one cannot deadlock its own connection.
 
 const { hasEvent, serialisableIssues, describeIssues, validateClientRequest } = require('./contract')
-const { parseHead } = require('./request')
+const { parseHead, unpackHead } = require('./request')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
 const { RequestError, RequestErrorCode, isPublicError, errorBody, fromClientError } = require('./requests')
 
@@ -47,49 +47,120 @@ class RequestContext {
 
 /** Handler key for raw-mode namespaces (no envelope). */
 const RAW = Symbol('raw')
+/** Handler-store key of the `onClose` handlers: one function, or an array of them. */
+const CLOSE = Symbol('close')
 
+// Handler stores (`onMessage`/`onRawMessage`/`onClose` handlers, and `onRequest` handlers) map a
+// key to a handler: null while empty, then a flat `[key, handler, key, handler, …]` array for up
+// to 8 keys (exactly sized: 48 + 16 bytes per key, a third to a half of a Map; a linear scan of a
+// few keys is at least as fast as Map#get), then a Map.
+/** Array length (2 per key) up to which a store stays flat. */
+const FLAT_MAX = 16
+
+function storeGet(store, key) {
+  if (!store) return undefined
+  if (!Array.isArray(store)) return store.get(key)
+  for (let i = 0; i < store.length; i += 2) if (store[i] === key) return store[i + 1]
+  return undefined
+}
+
+/** Sets `key` to `value`; returns the store to keep (a new one when it had to grow). */
+function storeSet(store, key, value) {
+  if (!store) return [key, value]
+  if (!Array.isArray(store)) return store.set(key, value)
+  const n = store.length
+  for (let i = 0; i < n; i += 2) {
+    if (store[i] === key) {
+      store[i + 1] = value
+      return store
+    }
+  }
+  if (n < FLAT_MAX) return store.concat([key, value]) // push would over-allocate (n + n/2 + 16 slots)
+  const map = new Map()
+  for (let i = 0; i < n; i += 2) map.set(store[i], store[i + 1])
+  return map.set(key, value)
+}
+
+// Connection._state bits.
+/** `_pump` is running, or waiting for an async handler. */
+const RUNNING = 1
+/** Closing: `close()`/`_abort` started the handshake, or the close event arrived. */
+const CLOSING = 2
+/** The close event arrived (`_x.closeInfo` is set). Implies CLOSING. */
+const CLOSED = 4
+
+/**
+ * Per-connection state most connections never need, created on first use: requests in both
+ * directions, messages buffered for a handler, and close bookkeeping.
+ */
+class Extra {
+  constructor() {
+    this.requestHandlers = null
+    /** Client → server requests received and not answered yet, by id JSON text. */
+    this.inbound = null
+    /** Server → client requests awaiting a reply, by id. */
+    this.outbound = null
+    this.nextRequestId = 0
+    /** Queued messages acknowledged early while replies are awaited (see `_readAhead`). */
+    this.ahead = 0
+    this.buffered = null
+    /** `{ code, reason }` once closed. */
+    this.closeInfo = undefined
+    this.closeWaiters = null
+    /** Last `lastSeenAt` read while open (what it returns once closed). */
+    this.lastSeenAt = undefined
+  }
+}
+
+// An idle connection should cost as little JS heap as possible (there may be 100k of them), so a
+// Connection holds only what every connection needs, in as few fields as possible: the id, the
+// namespace and `openedAt` are derived on read, collections are created on first use, flags share
+// one small integer, and the rarely used state lives in one lazily created `Extra`.
 class Connection {
   /**
-   * @param {import('./server').Server} server
-   * @param {{ remoteAddress: string, head: string, request?: object, userId?: string, data?: unknown, protocol?: string }} opened
+   * @param ns namespace record (`ns.server` is the Server)
+   * @param {number} nativeId
+   * @param {string | object | undefined} request the raw request head, or the parsed request
+   * @param {number} openedAt ms since `server._epoch` (a small integer while it fits one)
    */
-  constructor(server, nativeId, namespace, opened) {
-    this._server = server
+  constructor(ns, nativeId, request, remoteAddress, protocol, userId, data, openedAt) {
+    this._ns = ns
     this._nid = nativeId
-    this._ns = namespace
-    this._head = opened.head
-    this._request = opened.request
-    this.id = String(nativeId)
-    this.namespace = namespace.name
-    this.remoteAddress = opened.remoteAddress
-    this.protocol = opened.protocol ?? undefined
-    this.data = opened.data
-    this.openedAt = Date.now()
-    this.userId = opened.userId ?? undefined
-    // Collections are created on first use: an idle connection should cost a few hundred bytes
-    // of JS heap, and most connections never use most of them.
-    this._rooms = null
+    /** The packed request head (see packHead) until someone reads headers/url/query, then the parsed request. */
+    this._req = request
+    this.remoteAddress = remoteAddress
+    this.protocol = protocol
+    this.userId = userId
+    this.data = data
+    this._openedAt = openedAt
+    this._state = 0
     this._handlers = null
-    this._requestHandlers = null
-    /** Client → server requests received and not answered yet, by id JSON text. */
-    this._inbound = null
-    /** Server → client requests awaiting a reply, by id. */
-    this._outbound = null
-    this._nextRequestId = 0
-    /** Queued messages acknowledged early while replies are awaited (see `_readAhead`). */
-    this._ahead = 0
-    this._queue = []
-    this._buffered = null
-    this._running = false
-    this._closing = false
-    this._closeInfo = undefined
-    this._closeHandlers = null
-    this._closeWaiters = null
+    this._queue = null
+    /** null, one room name (a string), or a Set once `rooms` was read or a second room joined. */
+    this._rooms = null
+    /** @type {Extra | null} */
+    this._x = null
+  }
+
+  /** Unique id of this connection within the server. */
+  get id() {
+    return String(this._nid)
+  }
+
+  get namespace() {
+    return this._ns.name
+  }
+
+  /** Unix time (ms) the connection opened. */
+  get openedAt() {
+    return this._ns.server._epoch + this._openedAt
   }
 
   /** Rooms this connection has joined. */
   get rooms() {
-    return (this._rooms ??= new Set())
+    const rooms = this._rooms
+    if (rooms !== null && typeof rooms === 'object') return rooms
+    return (this._rooms = rooms === null ? new Set() : new Set([rooms]))
   }
 
   get headers() {
@@ -106,23 +177,32 @@ class Connection {
 
   /** Unix time (ms) of the last bytes received (any frame, pongs included). */
   get lastSeenAt() {
-    if (this._closeInfo === undefined) this._lastSeenAt = this._server._native.lastSeen(this._nid) ?? this._lastSeenAt
-    return this._lastSeenAt ?? this.openedAt
+    if ((this._state & CLOSED) === 0) {
+      const seen = this._ns.server._native.lastSeen(this._nid)
+      if (seen != null) this._more().lastSeenAt = seen
+    }
+    return this._x?.lastSeenAt ?? this.openedAt
   }
 
   _parsedRequest() {
-    this._request ??= parseHead(this._head ?? 'GET / HTTP/1.1\r\n\r\n')
-    this._head = undefined
-    return this._request
+    let request = this._req
+    if (request === undefined || request === null || typeof request === 'string') {
+      request = this._req = parseHead(request == null ? 'GET / HTTP/1.1\r\n\r\n' : unpackHead(request))
+    }
+    return request
+  }
+
+  _more() {
+    return (this._x ??= new Extra())
   }
 
   get isOpen() {
-    return !this._closing && this._closeInfo === undefined
+    return (this._state & CLOSING) === 0
   }
 
   /** Last heartbeat round-trip in milliseconds (undefined before the first pong). */
   get rtt() {
-    const ms = this._closeInfo ? null : this._server._native.rtt(this._nid)
+    const ms = this._state & CLOSED ? null : this._ns.server._native.rtt(this._nid)
     return ms ? ms : undefined
   }
 
@@ -132,7 +212,7 @@ class Connection {
     if (contract && !hasEvent(contract.in, event)) {
       throw new TypeError(`Unknown inbound event "${event}": it is not in the contract's "in" map`)
     }
-    ;(this._handlers ??= new Map()).set(event, handler)
+    this._handlers = storeSet(this._handlers, event, handler)
     this._replayBuffered(event)
     return this
   }
@@ -148,7 +228,8 @@ class Connection {
     if (contract && !hasEvent(contract.requests, name)) {
       throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
     }
-    ;(this._requestHandlers ??= new Map()).set(name, handler)
+    const x = this._more()
+    x.requestHandlers = storeSet(x.requestHandlers, name, handler)
     this._replayBuffered(name, true)
     return this
   }
@@ -161,26 +242,28 @@ class Connection {
   request(name, data, options = {}) {
     if (typeof name !== 'string' || name === '') throw new TypeError('request name must be a non-empty string')
     if (this._ns.raw) throw new TypeError('raw-mode namespaces have no requests')
+    const server = this._ns.server
     const value = validateClientRequest(this._ns.contract, name, data)
-    const timeoutMs = options?.timeoutMs ?? this._server._requestTimeoutMs
+    const timeoutMs = options?.timeoutMs ?? server._requestTimeoutMs
     if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) {
       throw new TypeError(`timeoutMs must be a non-negative number, got ${timeoutMs}`)
     }
-    const id = ++this._nextRequestId
+    const x = this._more()
+    const id = ++x.nextRequestId
     const payload = `{"event":${JSON.stringify(name)},"data":${JSON.stringify(value) ?? 'null'},"id":${id}}`
     if (!this.isOpen) return Promise.reject(closedBeforeReply(name))
     return new Promise((resolve, reject) => {
       const pending = { name, resolve, reject, timer: undefined }
-      ;(this._outbound ??= new Map()).set(id, pending)
+      ;(x.outbound ??= new Map()).set(id, pending)
       if (timeoutMs > 0) {
         pending.timer = setTimeout(() => {
-          if (this._outbound.get(id) !== pending) return
-          this._outbound.delete(id)
+          if (x.outbound.get(id) !== pending) return
+          x.outbound.delete(id)
           reject(new RequestError(RequestErrorCode.TIMEOUT, `Client request "${name}" timed out after ${timeoutMs} ms`))
         }, timeoutMs)
       }
-      if (!this._server._native.send(this._nid, payload)) {
-        this._outbound.delete(id)
+      if (!server._native.send(this._nid, payload)) {
+        x.outbound.delete(id)
         clearTimeout(pending.timer)
         reject(closedBeforeReply(name))
         return
@@ -191,62 +274,85 @@ class Connection {
 
   /** Raw-mode namespaces: receive each message as a string (text) or Buffer (binary). */
   onRawMessage(handler) {
-    ;(this._handlers ??= new Map()).set(RAW, handler)
+    this._handlers = storeSet(this._handlers, RAW, handler)
     this._replayBuffered(RAW)
     return this
   }
 
   publish(event, data) {
-    const payload = this._server._serialise(this._ns, event, data)
-    if (this._closeInfo === undefined) this._server._native.send(this._nid, payload)
+    const ns = this._ns
+    const payload = ns.server._serialise(ns, event, data)
+    if ((this._state & CLOSED) === 0) ns.server._native.send(this._nid, payload)
   }
 
   /** Raw-mode send: a string goes as a text frame, a Buffer/Uint8Array as a binary frame. */
   sendRaw(data) {
-    if (this._closeInfo !== undefined) return
-    if (typeof data === 'string') this._server._native.send(this._nid, data)
-    else this._server._native.sendBinary(this._nid, Buffer.isBuffer(data) ? data : Buffer.from(data))
+    if (this._state & CLOSED) return
+    const native = this._ns.server._native
+    if (typeof data === 'string') native.send(this._nid, data)
+    else native.sendBinary(this._nid, Buffer.isBuffer(data) ? data : Buffer.from(data))
   }
 
   onClose(handler) {
-    if (this._closeInfo) {
-      const { code, reason } = this._closeInfo
+    if (this._state & CLOSED) {
+      const { code, reason } = this._x.closeInfo
       queueMicrotask(() => this._callSafely(handler, code, reason))
     } else {
-      ;(this._closeHandlers ??= []).push(handler)
+      // One handler is stored as is, more as an array (a non-function goes in an array too, so
+      // the two cannot be confused; calling it reports the TypeError as before).
+      const before = storeGet(this._handlers, CLOSE)
+      let after
+      if (before === undefined) after = typeof handler === 'function' ? handler : [handler]
+      else if (typeof before === 'function') after = [before, handler]
+      else (after = before).push(handler)
+      this._handlers = storeSet(this._handlers, CLOSE, after)
     }
     return this
   }
 
   waitForClose() {
-    if (this._closeInfo) return Promise.resolve({ ...this._closeInfo })
-    return new Promise((resolve) => (this._closeWaiters ??= []).push(resolve))
+    if (this._state & CLOSED) return Promise.resolve({ ...this._x.closeInfo })
+    const x = this._more()
+    return new Promise((resolve) => (x.closeWaiters ??= []).push(resolve))
   }
 
   join(room) {
     if (this.isOpen) {
-      this._server._native.join(this._nid, String(room))
-      ;(this._rooms ??= new Set()).add(String(room))
+      const name = String(room)
+      this._ns.server._native.join(this._nid, name)
+      const rooms = this._rooms
+      if (rooms === null) this._rooms = name
+      else if (typeof rooms === 'string') {
+        if (rooms !== name) this._rooms = new Set([rooms, name])
+      } else rooms.add(name)
     }
     return this
   }
 
   leave(room) {
-    if (this._rooms?.delete(String(room)) && this._closeInfo === undefined) {
-      this._server._native.leave(this._nid, String(room))
+    const rooms = this._rooms
+    if (rooms === null) return this
+    const name = String(room)
+    let left
+    if (typeof rooms === 'string') {
+      left = rooms === name
+      if (left) this._rooms = null
+    } else {
+      left = rooms.delete(name)
     }
+    if (left && (this._state & CLOSED) === 0) this._ns.server._native.leave(this._nid, name)
     return this
   }
 
   setUserId(userId) {
     if (typeof userId !== 'string' || userId === '') throw new TypeError('setUserId needs a non-empty string')
-    if (this._closeInfo === undefined) this._server._native.setUser(this._nid, userId)
+    if ((this._state & CLOSED) === 0) this._ns.server._native.setUser(this._nid, userId)
     this.userId = userId
     return this
   }
 
   clearUserId() {
-    if (this._closeInfo === undefined) this._server._native.setUser(this._nid, null)
+    if ((this._state & CLOSED) === 0) this._ns.server._native.setUser(this._nid, null)
     this.userId = undefined
     return this
   }
@@ -254,8 +360,8 @@ class Connection {
   close(code = CloseCode.NORMAL, reason = '') {
     assertSendableCode(code)
     if (!this.isOpen) return
-    this._closing = true
-    this._server._native.close(this._nid, code, String(reason))
+    this._state |= CLOSING
+    this._ns.server._native.close(this._nid, code, String(reason))
   }
 
   // ---- called by the server ----
@@ -266,28 +372,28 @@ class Connection {
 
   /** A request from the client; `rawId` is its id's JSON text, echoed verbatim in the reply. */
   _receiveRequest(event, data, meta, rawId) {
-    if (this._inbound?.has(rawId)) {
+    if (this._x?.inbound?.has(rawId)) {
       // The original keeps running and gets its own reply; only the duplicate is refused.
-      this._server._ack(this)
+      this._ack()
       this._sendReply(rawId, `"error":${errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight')}`)
       return
     }
     const request = { event, data, meta, acked: false, ahead: false, request: true, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
-    ;(this._inbound ??= new Map()).set(rawId, request)
-    const timeoutMs = this._server._requestTimeoutMs
+    ;(this._more().inbound ??= new Map()).set(rawId, request)
+    const timeoutMs = this._ns.server._requestTimeoutMs
     if (timeoutMs > 0) request.timer = setTimeout(() => this._requestTimedOut(request, timeoutMs), timeoutMs)
     this._enqueue(request)
   }
 
   /** A reply to `conn.request`: settles its promise now, whatever the queue is doing. */
   _receiveReply(id, data, error) {
-    this._server._ack(this)
-    const pending = typeof id === 'number' ? this._outbound?.get(id) : undefined
+    this._ack()
+    const pending = typeof id === 'number' ? this._x?.outbound?.get(id) : undefined
     if (!pending) {
-      this._server._stats.unknownReplies++
+      this._ns.server._stats.unknownReplies++
       return
     }
-    this._outbound.delete(id)
+    this._x.outbound.delete(id)
     clearTimeout(pending.timer)
     if (error) return pending.reject(fromClientError(error))
     const spec = this._ns.contract?.clientRequests[pending.name]
@@ -310,9 +416,18 @@ class Connection {
   }
 
   _enqueue(message) {
-    this._queue.push(message)
-    if (this._outbound?.size > 0) this._readAhead(message)
-    if (!this._running) this._pump()
+    const x = this._x
+    if (x !== null && x.outbound !== null && x.outbound.size > 0) this._readAhead(message)
+    // Not running means nothing is queued: run it now. The queue (an array) exists only on
+    // connections that ever had a backlog (async handlers, or messages arriving from a handler).
+    if ((this._state & RUNNING) === 0) this._pump(message)
+    else if (this._queue === null) this._queue = [message]
+    else this._queue.push(message)
+  }
+
+  /** Counts one handled message towards the next acknowledgement to Rust. */
+  _ack() {
+    if ((this._state & CLOSED) === 0) this._ns.server._ack(this._nid)
   }
 
   /**
@@ -322,46 +437,64 @@ class Connection {
    * With `message`, only that one is considered; otherwise the whole queue.
    */
   _readAhead(message) {
-    const max = this._server._maxInflightMessages
-    for (const m of message ? [message] : this._queue) {
-      if (this._ahead >= max) return
+    const max = this._ns.server._maxInflightMessages
+    const x = this._more()
+    for (const m of message ? [message] : (this._queue ?? [])) {
+      if (x.ahead >= max) return
       if (!m.acked) {
         m.acked = true
         m.ahead = true
-        this._ahead++
-        this._server._ack(this)
+        x.ahead++
+        this._ack()
       }
     }
   }
 
   _closed(code, reason) {
-    this._closeInfo = { code, reason }
-    this._closing = true
-    this._rooms?.clear()
-    for (const request of this._inbound?.values() ?? []) this._abandon(request, closedBeforeReply(request.event))
-    this._inbound?.clear()
-    for (const [id, pending] of this._outbound ?? []) {
-      this._outbound.delete(id)
+    const x = this._more()
+    x.closeInfo = { code, reason }
+    this._state |= CLOSING | CLOSED
+    if (typeof this._rooms === 'string') this._rooms = null
+    else this._rooms?.clear()
+    for (const request of x.inbound?.values() ?? []) this._abandon(request, closedBeforeReply(request.event))
+    x.inbound?.clear()
+    for (const [id, pending] of x.outbound ?? []) {
+      x.outbound.delete(id)
       clearTimeout(pending.timer)
       pending.reject(closedBeforeReply(pending.name, code))
     }
-    for (const handler of this._closeHandlers?.splice(0) ?? []) this._callSafely(handler, code, reason)
-    for (const resolve of this._closeWaiters?.splice(0) ?? []) resolve({ code, reason })
+    const handlers = storeGet(this._handlers, CLOSE)
+    if (handlers !== undefined) {
+      this._handlers = storeSet(this._handlers, CLOSE, undefined)
+      if (typeof handlers === 'function') this._callSafely(handlers, code, reason)
+      else for (const handler of handlers) this._callSafely(handler, code, reason)
+    }
+    for (const resolve of x.closeWaiters?.splice(0) ?? []) resolve({ code, reason })
   }
 
   // ---- dispatch ----
 
-  /** Runs queued messages in order; returns when the queue is empty or an async step is pending. */
-  _pump() {
-    this._running = true
-    while (this._queue.length > 0) {
-      const message = this._queue.shift()
+  /**
+   * Runs `first` (a message that found the queue empty), then queued messages in order; returns
+   * when the queue is empty or an async step is pending.
+   */
+  _pump(first) {
+    this._state |= RUNNING
+    let next = first
+    for (;;) {
+      let message = next
+      next = undefined
+      if (message === undefined) {
+        const queue = this._queue
+        if (queue === null || queue.length === 0) break
+        message = queue.shift()
+      }
       if (message.request && message.done) {
         this._settle(message) // timed out while waiting for its turn: never run
         continue
       }
       const key = this._ns.raw ? RAW : message.event
-      const handler = (message.request ? this._requestHandlers : this._handlers)?.get(key)
+      const handler = storeGet(message.request ? this._x?.requestHandlers : this._handlers, key)
       if (!handler) {
         this._buffer(message)
         continue
@@ -374,15 +507,20 @@ class Connection {
         continue
       }
       if (pending && typeof pending.then === 'function') {
-        pending.then(
-          () => this._settle(message),
-          (error) => this._failed(error, message),
-        ).then(() => this._pump())
+        this._resumeAfter(pending, message)
         return
       }
       this._settle(message)
     }
-    this._running = false
+    this._state &= ~RUNNING
+  }
+
+  /** A handler returned a promise: settle its message when it is done, then carry on with the queue. */
+  _resumeAfter(pending, message) {
+    pending.then(
+      () => this._settle(message),
+      (error) => this._failed(error, message),
+    ).then(() => this._pump())
   }
 
   /** Validates and calls the handler; returns a promise only when something is asynchronous. */
@@ -397,9 +535,9 @@ class Connection {
   }
 
   _invalidData(message, issues) {
-    if (this._server._replyOnInvalid) {
+    if (this._ns.server._replyOnInvalid) {
       const error = { code: 'invalid_data', message: Reason.INVALID_DATA, event: message.event, issues: serialisableIssues(issues) }
-      this._server._native.send(this._nid, JSON.stringify({ event: 'error', data: error }))
+      this._ns.server._native.send(this._nid, JSON.stringify({ event: 'error', data: error }))
     } else {
       this._abort(CloseCode.INVALID_PAYLOAD, Reason.INVALID_DATA)
     }
@@ -411,7 +549,7 @@ class Connection {
       this._settle(message)
       return
     }
-    this._server._reportError(error, this)
+    this._ns.server._reportError(error, this)
     this._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
     this._settle(message)
   }
@@ -485,11 +623,11 @@ class Connection {
 
   /** A handler threw, rejected or produced invalid output. Bugs go to onError, even late ones. */
   _requestFailed(request, error) {
-    if (!isPublicError(error)) this._server._reportError(error, this)
+    if (!isPublicError(error)) this._ns.server._reportError(error, this)
     if (request.done) return
     let json
     try {
-      json = JSON.stringify(errorBody(error, this._server._exposeErrors))
+      json = JSON.stringify(errorBody(error, this._ns.server._exposeErrors))
     } catch {
       json = errorJson(RequestErrorCode.INTERNAL, 'Internal error')
     }
@@ -510,7 +648,8 @@ class Connection {
     if (request.done) return
     request.done = true
     clearTimeout(request.timer)
-    if (this._inbound?.get(request.rawId) === request) this._inbound.delete(request.rawId)
+    const inbound = this._x?.inbound
+    if (inbound?.get(request.rawId) === request) inbound.delete(request.rawId)
     this._sendReply(request.rawId, body)
   }
 
@@ -524,34 +663,35 @@ class Connection {
   }
 
   _sendReply(rawId, body) {
-    if (this._closeInfo === undefined) this._server._native.send(this._nid, `{"id":${rawId},${body}}`)
+    if ((this._state & CLOSED) === 0) this._ns.server._native.send(this._nid, `{"id":${rawId},${body}}`)
   }
 
   /** Closes for a fault and drops what is still queued (acknowledging it). */
   _abort(code, reason) {
     if (this.isOpen) {
-      this._closing = true
-      this._server._native.close(this._nid, code, reason)
+      this._state |= CLOSING
+      this._ns.server._native.close(this._nid, code, reason)
     }
-    for (const dropped of this._queue.splice(0)) this._settle(dropped)
+    for (const dropped of this._queue?.splice(0) ?? []) this._settle(dropped)
   }
 
   _settle(message) {
     if (message.ahead) {
       message.ahead = false
-      this._ahead--
+      this._x.ahead--
     }
     if (!message.acked) {
       message.acked = true
-      this._server._ack(this)
+      this._ack()
     }
   }
 
   _buffer(message) {
     this._settle(message) // buffered messages are bounded here, so they no longer hold Rust back
-    ;(this._buffered ??= []).push(message)
-    if (this._buffered.length > this._server._maxBufferedMessages) {
-      const dropped = this._buffered.shift()
+    const buffered = (this._more().buffered ??= [])
+    buffered.push(message)
+    if (buffered.length > this._ns.server._maxBufferedMessages) {
+      const dropped = buffered.shift()
       if (dropped.request) {
         const text = `No handler for request "${dropped.event}" yet and too many messages are waiting for one`
         this._finishRequest(dropped, `"error":${errorJson(RequestErrorCode.UNAVAILABLE, text)}`)
@@ -561,27 +701,29 @@ class Connection {
 
   /** A request that timed out while buffered leaves the buffer. */
   _unbuffer(request) {
-    const i = this._buffered?.indexOf(request) ?? -1
-    if (i >= 0) this._buffered.splice(i, 1)
+    const buffered = this._x?.buffered
+    const i = buffered?.indexOf(request) ?? -1
+    if (i >= 0) buffered.splice(i, 1)
   }
 
   _replayBuffered(key, requests = false) {
-    if (!this._buffered?.length) return
+    const x = this._x
+    if (!x?.buffered?.length) return
     const matches = (m) => m.request === requests && (this._ns.raw ? RAW : m.event) === key
-    const replay = this._buffered.filter(matches)
+    const replay = x.buffered.filter(matches)
     if (replay.length === 0) return
-    this._buffered = this._buffered.filter((m) => !matches(m))
+    x.buffered = x.buffered.filter((m) => !matches(m))
     // They arrived before anything still queued, so they go first.
-    this._queue.unshift(...replay)
-    if (!this._running) this._pump()
+    ;(this._queue ??= []).unshift(...replay)
+    if ((this._state & RUNNING) === 0) this._pump()
   }
 
   _callSafely(handler, ...args) {
     try {
       const r = handler(...args)
-      if (r && typeof r.then === 'function') r.then(undefined, (e) => this._server._reportError(e, this))
+      if (r && typeof r.then === 'function') r.then(undefined, (e) => this._ns.server._reportError(e, this))
     } catch (error) {
-      this._server._reportError(error, this)
+      this._ns.server._reportError(error, this)
     }
   }
 }

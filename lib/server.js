@@ -7,7 +7,7 @@ const { NativeServer } = require('../binding.js')
 const { Connection } = require('./connection')
 const { validateOutbound } = require('./contract')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
-const { parseHead, headFromIncomingMessage } = require('./request')
+const { parseHead, packHead, headFromIncomingMessage } = require('./request')
 
 const KIND_OPEN = 0
 const KIND_MESSAGE = 1
@@ -58,24 +58,27 @@ function normaliseContract(contract) {
   }
 }
 
-function buildNamespaces(options) {
+/** Namespace records; each carries its server, so a connection needs only its namespace. */
+function buildNamespaces(options, server) {
   const base = options.path ?? '/ws'
   if (typeof base !== 'string' || !base.startsWith('/')) throw new TypeError(`option path must start with '/', got ${base}`)
   const raw = options.messageFormat === 'raw'
-  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: normaliseContract(options.contract), raw }]
+  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: normaliseContract(options.contract), raw, server }]
   for (const [name, contract] of Object.entries(options.namespaces ?? {})) {
     if (!/^[A-Za-z0-9_.~-]+$/.test(name)) throw new TypeError(`namespace name "${name}" must be URL-safe`)
-    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: normaliseContract(contract), raw })
+    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: normaliseContract(contract), raw, server })
   }
   return list
 }
 
 class Server {
   constructor(options = {}) {
-    this._namespaces = buildNamespaces(options)
+    this._namespaces = buildNamespaces(options, this)
     this._namespaceByName = new Map(this._namespaces.map((ns) => [ns.name, ns]))
     this._connectionHandlers = this._namespaces.map(() => [])
     this._connections = new Map()
+    /** `conn.openedAt` is stored as ms since this: a small integer (no heap number) for 24 days. */
+    this._epoch = Date.now()
     this._maxBufferedMessages = positive('maxBufferedMessages', options.maxBufferedMessages, 100)
     this._maxInflightMessages = positive('maxInflightMessages', options.maxInflightMessages, 100)
     this._requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000)
@@ -263,10 +266,9 @@ class Server {
     }
   }
 
-  /** Counts one handled message; acknowledgements go to Rust in one call per event-loop turn. */
-  _ack(conn) {
-    if (conn._closeInfo) return
-    this._ackCounts.set(conn._nid, (this._ackCounts.get(conn._nid) ?? 0) + 1)
+  /** Counts one handled message of an open connection; acknowledgements go to Rust in one call per event-loop turn. */
+  _ack(nid) {
+    this._ackCounts.set(nid, (this._ackCounts.get(nid) ?? 0) + 1)
     if (!this._ackScheduled) {
       this._ackScheduled = true
       setImmediate(() => this._flushAcks())
@@ -389,14 +391,25 @@ class Server {
   }
 
   _opened(entry) {
-    const [, id, nsIndex, remoteAddress, authId, head, protocol] = entry
-    const opened = { remoteAddress, head, protocol }
+    const id = entry[1]
+    const nsIndex = entry[2]
+    const authId = entry[4]
+    let request = packHead(entry[5]) // parsed only if someone reads conn.headers/url/query
+    let userId
+    let data
     if (authId) {
       const stash = this._authStash.get(authId)
       this._authStash.delete(authId)
-      Object.assign(opened, stash)
+      if (stash !== undefined) {
+        request = stash.request ?? request
+        userId = stash.userId
+        data = stash.data
+      }
     }
-    const conn = new Connection(this, id, this._namespaces[nsIndex], opened)
+    // `| 0` keeps openedAt a small integer, not a heap number per connection, while it fits (24 days).
+    const sinceEpoch = Date.now() - this._epoch
+    const openedAt = (sinceEpoch | 0) === sinceEpoch ? sinceEpoch | 0 : sinceEpoch
+    const conn = new Connection(this._namespaces[nsIndex], id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
     this._connections.set(id, conn)
     for (const handler of this._connectionHandlers[nsIndex]) {
       try {
