@@ -223,15 +223,19 @@ export interface Audience<NSName extends string = string> {
   except?: Iterable<string>
 }
 
-export interface MessageContext {
+export interface MessageContext<Conn = Connection<any, unknown>> {
   event: string
   /** `meta` of the envelope (trace context), if the client sent one. */
   meta: { traceparent?: string; tracestate?: string } | undefined
+  /** The connection the message came from (what namespace handlers use instead of a closure). */
+  conn: Conn
 }
 
-export type MessageHandler<T> = (data: T, ctx: MessageContext) => void | Promise<void>
+export type MessageHandler<T, Conn = Connection<any, unknown>> = (data: T, ctx: MessageContext<Conn>) => void | Promise<void>
 
-export interface RequestContext {
+export interface RequestContext<Conn = Connection<any, unknown>> {
+  /** The client that sent the request. */
+  readonly conn: Conn
   /** The request name. */
   readonly event: string
   /** `meta` of the envelope (trace context), if the client sent one. */
@@ -242,7 +246,7 @@ export interface RequestContext {
   readonly signal: AbortSignal
 }
 
-export type RequestHandler<I, O> = (input: I, ctx: RequestContext) => O | Promise<O>
+export type RequestHandler<I, O, Conn = Connection<any, unknown>> = (input: I, ctx: RequestContext<Conn>) => O | Promise<O>
 
 export interface RequestOptions {
   /** Reject with `RequestError` code `timeout` after this many ms. `0` disables. Default: the server's `requestTimeoutMs` (15000). */
@@ -363,6 +367,21 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   onConnection(handler: (conn: Connection<C, D>) => void | Promise<void>): this
   onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K], D>) => void | Promise<void>): this
   getConnection(id: string): Connection<any, D> | undefined
+
+  /**
+   * Handle `event` for every connection of the default namespace (or of `namespace`) with one
+   * function; `ctx.conn` is the sender. Same rules as `conn.onMessage` (validated data, one message
+   * at a time per connection, arrival order); a connection's own handler for the event wins. Unlike
+   * closures registered per connection, it costs no memory per connection.
+   */
+  onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>, Connection<C, D>>): this
+  onMessage<K extends keyof NS & string, E extends InEvent<NS[K]>>(namespace: K, event: E, handler: MessageHandler<InData<NS[K], E>, Connection<NS[K], D>>): this
+  /** Answer request `name` for every connection of the namespace; `ctx.conn` is the client. */
+  onRequest<R extends RequestName<C>>(name: R, handler: RequestHandler<RequestInput<C, R>, RequestOutput<C, R>, Connection<C, D>>): this
+  onRequest<K extends keyof NS & string, R extends RequestName<NS[K]>>(namespace: K, name: R, handler: RequestHandler<RequestInput<NS[K], R>, RequestOutput<NS[K], R>, Connection<NS[K], D>>): this
+  /** Raw-mode namespaces: one handler for every message of every connection. */
+  onRawMessage(handler: (data: string | Uint8Array, conn: Connection<C, D>) => void | Promise<void>): this
+  onRawMessage<K extends keyof NS & string>(namespace: K, handler: (data: string | Uint8Array, conn: Connection<NS[K], D>) => void | Promise<void>): this
 
   broadcast<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
   broadcast<K extends keyof NS & string, E extends OutEvent<NS[K]>>(event: E, data: OutData<NS[K], E>, namespace: K): void

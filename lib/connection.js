@@ -16,8 +16,9 @@ const isThenable = (v) => v !== null && (typeof v === 'object' || typeof v === '
 
 /** What a request handler receives as its second argument. */
 class RequestContext {
-  constructor(request) {
+  constructor(request, conn) {
     this._request = request
+    this.conn = conn
   }
 
   get event() {
@@ -494,7 +495,10 @@ class Connection {
         continue
       }
       const key = this._ns.raw ? RAW : message.event
-      const handler = storeGet(message.request ? this._x?.requestHandlers : this._handlers, key)
+      // This connection's own handler wins over the namespace's (`server.onMessage`/`onRequest`).
+      const handler = message.request
+        ? storeGet(this._x?.requestHandlers, key) ?? this._ns.requestHandlers.get(key)
+        : storeGet(this._handlers, key) ?? this._ns.handlers.get(key)
       if (!handler) {
         this._buffer(message)
         continue
@@ -525,9 +529,9 @@ class Connection {
 
   /** Validates and calls the handler; returns a promise only when something is asynchronous. */
   _run(handler, message) {
-    if (this._ns.raw) return handler(message.data)
+    if (this._ns.raw) return handler(message.data, this)
     const schema = this._ns.contract?.in[message.event]
-    const ctx = { event: message.event, meta: message.meta ?? undefined }
+    const ctx = { event: message.event, meta: message.meta ?? undefined, conn: this }
     if (!schema) return handler(message.data, ctx)
     const result = schema['~standard'].validate(message.data)
     const proceed = (r) => (r.issues ? this._invalidData(message, r.issues) : handler(r.value, ctx))
@@ -580,7 +584,7 @@ class Connection {
   _callRequestHandler(handler, request, spec, input) {
     let output
     try {
-      output = handler(input, new RequestContext(request))
+      output = handler(input, new RequestContext(request, this))
     } catch (error) {
       return this._requestFailed(request, error)
     }
@@ -737,4 +741,4 @@ function closedBeforeReply(name, code) {
   return new RequestError(RequestErrorCode.CONNECTION_CLOSED, `Request "${name}" failed: ${why}`)
 }
 
-module.exports = { Connection }
+module.exports = { Connection, RAW }

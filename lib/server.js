@@ -4,8 +4,8 @@
 // batches (see src/bridge.rs for the entry shapes); one JSON.parse decodes a whole batch.
 
 const { NativeServer } = require('../binding.js')
-const { Connection } = require('./connection')
-const { validateOutbound } = require('./contract')
+const { Connection, RAW } = require('./connection')
+const { validateOutbound, hasEvent } = require('./contract')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
 const { parseHead, packHead, headFromIncomingMessage } = require('./request')
 
@@ -63,10 +63,13 @@ function buildNamespaces(options, server) {
   const base = options.path ?? '/ws'
   if (typeof base !== 'string' || !base.startsWith('/')) throw new TypeError(`option path must start with '/', got ${base}`)
   const raw = options.messageFormat === 'raw'
-  const list = [{ index: 0, name: DEFAULT_NAMESPACE, path: base, contract: normaliseContract(options.contract), raw, server }]
+  // handlers/requestHandlers: the namespace's own (`server.onMessage`/`onRequest`), shared by its
+  // connections, so an application need not create closures per connection.
+  const record = (index, name, path, contract) => ({ index, name, path, contract: normaliseContract(contract), raw, server, handlers: new Map(), requestHandlers: new Map() })
+  const list = [record(0, DEFAULT_NAMESPACE, base, options.contract)]
   for (const [name, contract] of Object.entries(options.namespaces ?? {})) {
     if (!/^[A-Za-z0-9_.~-]+$/.test(name)) throw new TypeError(`namespace name "${name}" must be URL-safe`)
-    list.push({ index: list.length, name, path: `${base.replace(/\/$/, '')}/${name}`, contract: normaliseContract(contract), raw, server })
+    list.push(record(list.length, name, `${base.replace(/\/$/, '')}/${name}`, contract))
   }
   return list
 }
@@ -194,6 +197,57 @@ class Server {
     this._namespace(namespace)
     this._connectionHandlers[this._namespace(namespace).index].push(handler)
     return this
+  }
+
+  /**
+   * Handles `event` for every connection of a namespace (default: the default namespace) with one
+   * function: `handler(data, ctx)`, `ctx.conn` being the sender. Same rules as `conn.onMessage`
+   * (validated data, one message at a time per connection, in arrival order); a connection's own
+   * handler for the event wins. Costs no memory per connection.
+   */
+  onMessage(namespace, event, handler) {
+    if (typeof event === 'function') [namespace, event, handler] = [DEFAULT_NAMESPACE, namespace, event]
+    const ns = this._namespace(namespace)
+    if (typeof handler !== 'function') throw new TypeError('onMessage needs a handler function')
+    if (typeof event !== 'string' || event === '') throw new TypeError('event must be a non-empty string')
+    if (ns.raw) throw new TypeError('raw-mode namespaces receive messages through onRawMessage')
+    if (ns.contract && !hasEvent(ns.contract.in, event)) {
+      throw new TypeError(`Unknown inbound event "${event}": it is not in the contract's "in" map`)
+    }
+    ns.handlers.set(event, handler)
+    this._replayBuffered(ns, event, false)
+    return this
+  }
+
+  /** Answers request `name` for every connection of a namespace: `handler(input, ctx)`, `ctx.conn` being the client. */
+  onRequest(namespace, name, handler) {
+    if (typeof name === 'function') [namespace, name, handler] = [DEFAULT_NAMESPACE, namespace, name]
+    const ns = this._namespace(namespace)
+    if (typeof handler !== 'function') throw new TypeError('onRequest needs a handler function')
+    if (typeof name !== 'string' || name === '') throw new TypeError('request name must be a non-empty string')
+    if (ns.raw) throw new TypeError('raw-mode namespaces have no requests')
+    if (ns.contract && !hasEvent(ns.contract.requests, name)) {
+      throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
+    }
+    ns.requestHandlers.set(name, handler)
+    this._replayBuffered(ns, name, true)
+    return this
+  }
+
+  /** Raw-mode namespaces: `handler(data, conn)` for every message of every connection. */
+  onRawMessage(namespace, handler) {
+    if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
+    const ns = this._namespace(namespace)
+    if (typeof handler !== 'function') throw new TypeError('onRawMessage needs a handler function')
+    if (!ns.raw) throw new TypeError('onRawMessage is for raw-mode namespaces (messageFormat: "raw")')
+    ns.handlers.set(RAW, handler)
+    this._replayBuffered(ns, RAW, false)
+    return this
+  }
+
+  /** Messages that arrived before their namespace handler existed run now. */
+  _replayBuffered(ns, key, requests) {
+    for (const conn of this._connections.values()) if (conn._ns === ns) conn._replayBuffered(key, requests)
   }
 
   getConnection(id) {

@@ -146,3 +146,39 @@ s3.onConnection((conn) => {
 })
 const anyContract: Contract = chat
 void anyContract
+
+// ---- namespace-level handlers (server.onMessage / onRequest / onRawMessage) ----------------------
+{
+  const game = defineContract({
+    in: { move: z.object({ x: z.number() }) },
+    out: { moved: z.number() },
+    requests: { score: { input: z.string(), output: z.number() } },
+  })
+  const s = createServer({ contract: chat, namespaces: { game }, authenticate: () => ({ data: { plan: 'pro' as const } }) })
+  s.onMessage('chat:send', (data, ctx) => {
+    assertType<Equal<typeof data, { room: string; text: string }>>()
+    assertType<Equal<typeof ctx.conn, Connection<typeof chat, { plan: 'pro' }>>>()
+    ctx.conn.publish('chat:message', { room: data.room, from: ctx.conn.id, text: data.text })
+    // @ts-expect-error the default namespace's connection cannot publish the game's events
+    ctx.conn.publish('moved', 1)
+  })
+  s.onMessage('chat:count', (n) => assertType<Equal<typeof n, number>>())
+  s.onMessage('game', 'move', (data, ctx) => {
+    assertType<Equal<typeof data, { x: number }>>()
+    ctx.conn.publish('moved', data.x)
+  })
+  s.onRequest('game', 'score', (input, ctx) => {
+    assertType<Equal<typeof input, string>>()
+    void ctx.conn.id
+    return input.length
+  })
+  // @ts-expect-error not an inbound event of the default namespace
+  s.onMessage('move', () => {})
+  // @ts-expect-error not an inbound event of the game namespace
+  s.onMessage('game', 'chat:send', () => {})
+  // @ts-expect-error unknown namespace
+  s.onMessage('lobby', 'move', () => {})
+  // @ts-expect-error a request handler must return the output type
+  s.onRequest('game', 'score', () => 'not a number')
+  s.onRawMessage((data, conn) => void [data, conn.id])
+}
