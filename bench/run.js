@@ -154,6 +154,12 @@ const PEERS = {
     path: '/ws',
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
   },
+  'ferrosocket-conn': {
+    script: 'ferrosocket-conn.js',
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
   'ferrosocket-rust': {
     script: 'ferrosocket-rust.js',
     proto: 'plain',
@@ -181,7 +187,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-rust', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
 /** null when `code` runs under `node` (exit 0), else the reason. */
 function canRun(node, code, cwd) {

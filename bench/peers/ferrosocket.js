@@ -1,5 +1,7 @@
 'use strict'
-// Peer: ferrosocket, through its public API only. Same protocol as the other peers:
+// Peer: ferrosocket, through its public API only, handlers registered once for the namespace
+// (`server.onMessage`, like uWebSockets.js's app-level handlers; `ferrosocket-conn.js` registers
+// the same handlers per connection). Same protocol as the other peers:
 //   echo  -> conn.publish('echo', data)              (data parsed in JS, re-serialised on publish)
 //   sub   -> conn.join(room); conn.publish('subscribed', data)
 //   bcast -> server.publishToRoom(room, 'bcast', data)  (serialised once, fanned out in Rust)
@@ -9,14 +11,12 @@ const { port, host, listening, onExit } = require('./common')
 
 async function main() {
   const server = createServer({ port: port(), host: host(), path: '/ws' })
-  server.onConnection((conn) => {
-    conn.onMessage('echo', (d) => conn.publish('echo', d))
-    conn.onMessage('sub', (d) => {
-      conn.join(d.room)
-      conn.publish('subscribed', d)
-    })
-    conn.onMessage('bcast', (d) => server.publishToRoom(d.room, 'bcast', d))
+  server.onMessage('echo', (d, { conn }) => conn.publish('echo', d))
+  server.onMessage('sub', (d, { conn }) => {
+    conn.join(d.room)
+    conn.publish('subscribed', d)
   })
+  server.onMessage('bcast', (d) => server.publishToRoom(d.room, 'bcast', d))
   await server.listen()
   listening(server.port)
   onExit(() => server.shutdown(1001, 'bench done', { timeoutMs: 500 }))
