@@ -209,6 +209,7 @@ function peerVersion(name) {
   if (name === 'ws') return `ws ${read(path.join(BENCH, 'node_modules/ws/package.json'))} + bufferutil ${read(path.join(BENCH, 'node_modules/bufferutil/package.json'))}`
   if (name === 'socketio') return `socket.io ${read(path.join(BENCH, 'node_modules/socket.io/package.json'))}`
   if (name === 'ferrosocket') return `ferrosocket ${read(path.join(ROOT, 'package.json'))}`
+  if (name === 'ferrosocket-conn') return `ferrosocket ${read(path.join(ROOT, 'package.json'))} (handlers per connection)`
   if (name === 'ferrosocket-rust') return `ferrosocket ${read(path.join(ROOT, 'package.json'))} (Rust-only reference handlers)`
   if (name === 'uws') {
     const d = process.env.UWS_DIR

@@ -194,7 +194,6 @@ class Server {
 
   onConnection(namespace, handler) {
     if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
-    this._namespace(namespace)
     this._connectionHandlers[this._namespace(namespace).index].push(handler)
     return this
   }
@@ -207,30 +206,28 @@ class Server {
    */
   onMessage(namespace, event, handler) {
     if (typeof event === 'function') [namespace, event, handler] = [DEFAULT_NAMESPACE, namespace, event]
-    const ns = this._namespace(namespace)
-    if (typeof handler !== 'function') throw new TypeError('onMessage needs a handler function')
-    if (typeof event !== 'string' || event === '') throw new TypeError('event must be a non-empty string')
-    if (ns.raw) throw new TypeError('raw-mode namespaces receive messages through onRawMessage')
-    if (ns.contract && !hasEvent(ns.contract.in, event)) {
-      throw new TypeError(`Unknown inbound event "${event}": it is not in the contract's "in" map`)
-    }
-    ns.handlers.set(event, handler)
-    this._replayBuffered(ns, event, false)
-    return this
+    return this._shareHandler(namespace, event, handler, false)
   }
 
   /** Answers request `name` for every connection of a namespace: `handler(input, ctx)`, `ctx.conn` being the client. */
   onRequest(namespace, name, handler) {
     if (typeof name === 'function') [namespace, name, handler] = [DEFAULT_NAMESPACE, namespace, name]
+    return this._shareHandler(namespace, name, handler, true)
+  }
+
+  /** Registers a namespace-level message (`request` false) or request handler. */
+  _shareHandler(namespace, key, handler, request) {
     const ns = this._namespace(namespace)
-    if (typeof handler !== 'function') throw new TypeError('onRequest needs a handler function')
-    if (typeof name !== 'string' || name === '') throw new TypeError('request name must be a non-empty string')
-    if (ns.raw) throw new TypeError('raw-mode namespaces have no requests')
-    if (ns.contract && !hasEvent(ns.contract.requests, name)) {
-      throw new TypeError(`Unknown request "${name}": it is not in the contract's "requests" map`)
+    if (typeof handler !== 'function') throw new TypeError(`${request ? 'onRequest' : 'onMessage'} needs a handler function`)
+    if (typeof key !== 'string' || key === '') throw new TypeError(`${request ? 'request name' : 'event'} must be a non-empty string`)
+    if (ns.raw) throw new TypeError(request ? 'raw-mode namespaces have no requests' : 'raw-mode namespaces receive messages through onRawMessage')
+    if (ns.contract && !hasEvent(request ? ns.contract.requests : ns.contract.in, key)) {
+      throw new TypeError(request
+        ? `Unknown request "${key}": it is not in the contract's "requests" map`
+        : `Unknown inbound event "${key}": it is not in the contract's "in" map`)
     }
-    ns.requestHandlers.set(name, handler)
-    this._replayBuffered(ns, name, true)
+    ;(request ? ns.requestHandlers : ns.handlers).set(key, handler)
+    this._replayBuffered(ns, key, request)
     return this
   }
 

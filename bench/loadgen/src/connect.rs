@@ -37,7 +37,7 @@ use sha1::{Digest, Sha1};
 use crate::hist::Hist;
 use crate::modes::{base_json, fmt_server, merge};
 use crate::sys;
-use crate::ws::Proto;
+use crate::ws::{xorshift, Proto};
 use crate::{now_us, Args, Ctx};
 
 /// How long a lane waits for the server's close frame and FIN after sending its close frame.
@@ -134,16 +134,6 @@ fn us(d: Duration) -> u64 {
 
 fn errno() -> io::Error {
     io::Error::last_os_error()
-}
-
-#[inline]
-fn xorshift(s: &mut u32) -> u32 {
-    let mut x = *s;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *s = x;
-    x
 }
 
 /// Build the opening handshake request for `path`/`host` with a 24-character placeholder key;

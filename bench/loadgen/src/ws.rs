@@ -99,7 +99,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 
 /// xorshift32: mask keys and handshake nonces. Not cryptographic; servers cannot tell.
 #[inline]
-fn xorshift(s: &mut u32) -> u32 {
+pub fn xorshift(s: &mut u32) -> u32 {
     let mut x = *s;
     x ^= x << 13;
     x ^= x >> 17;
