@@ -165,9 +165,6 @@ class Server {
    * then on; Node's socket is destroyed (closing only Node's descriptor).
    */
   handleUpgrade(req, socket, head) {
-    if (process.platform === 'win32') {
-      throw new Error('ferrosocket: handleUpgrade (attach mode) is not supported on Windows; give the server its own port with listen()')
-    }
     if (this._shutdown) {
       socket.destroy()
       return

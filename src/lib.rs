@@ -6,6 +6,10 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// The connection drivers run on epoll/kqueue with raw descriptors (mio + tokio's AsyncFd).
+#[cfg(not(unix))]
+compile_error!("ferrosocket needs a Unix platform (Linux, or macOS untested)");
+
 pub mod bridge;
 pub mod config;
 pub mod conn;

@@ -262,7 +262,6 @@ impl Server {
     /// Takes over a socket whose HTTP request another server (Node's `http`) has read: `fd` is
     /// duplicated (the caller then closes its own descriptor) and `initial` holds the request
     /// head and any bytes read after it. The handshake then runs exactly as for our listener.
-    #[cfg(unix)]
     pub fn adopt(&self, fd: i32, initial: Vec<u8>) -> io::Result<()> {
         use std::os::fd::BorrowedFd;
         if self.shared.is_shutting_down() {
@@ -279,11 +278,6 @@ impl Server {
         let stream = tokio::net::TcpStream::from_std(std_stream)?;
         self.runtime().spawn(upgrade::handshake_then_serve(stream, peer, self.shared.clone(), initial));
         Ok(())
-    }
-
-    #[cfg(not(unix))]
-    pub fn adopt(&self, _fd: i32, _initial: Vec<u8>) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "attaching sockets is only supported on Linux and macOS"))
     }
 
     /// Unix time in milliseconds of the last frame from a connection.
