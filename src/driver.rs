@@ -3,7 +3,7 @@
 //! Why not one tokio task per connection: under tokio an idle socket costs a task cell (384 B,
 //! 128-byte aligned) plus an I/O registration (`ScheduledIo`, 256 B), more than the rest of the
 //! connection together. A driver instead holds each connection as a token in its own epoll set
-//! (mio, edge-triggered) plus a boxed [`Session`] of ~100 B. The driver's epoll descriptor is
+//! (mio, edge-triggered) plus a boxed 64-byte entry (its [`Session`]). The driver's epoll fd is
 //! itself registered once with tokio (`AsyncFd`), so drivers run on the runtime's threads next to
 //! the handshakes, and the runtime's park hook still hands JS its batch when the thread runs dry.
 //!
@@ -22,9 +22,9 @@ use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
+use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
