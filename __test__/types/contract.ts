@@ -13,6 +13,7 @@ import {
   type OutData,
   type StandardSchemaV1,
 } from '../../index.js'
+import { type Equal, assertType } from './assert.js'
 
 const chat = defineContract({
   in: {
@@ -27,8 +28,6 @@ const chat = defineContract({
   },
 })
 
-type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
-function assertType<T extends true>(_?: T): void {}
 
 const server = createServer({ host: '127.0.0.1', port: 0, contract: chat })
 

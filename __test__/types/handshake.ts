@@ -12,9 +12,8 @@ import {
   type UpgradeRequest,
   type UntypedContract,
 } from '../../index.js'
+import { type Equal, assertType } from './assert.js'
 
-type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
-function assertType<T extends true>(_?: T): void {}
 
 // ---- authenticate's request ---------------------------------------------------------------------
 createServer({

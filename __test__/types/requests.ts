@@ -15,9 +15,8 @@ import {
   type RequestOutput,
   type ClientRequestInput,
 } from '../../index.js'
+import { type Equal, assertType } from './assert.js'
 
-type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
-function assertType<T extends true>(_?: T): void {}
 
 const rooms = defineContract({
   in: { 'chat:send': z.object({ text: z.string() }) },
