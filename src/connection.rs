@@ -88,11 +88,6 @@ impl Session {
         }
     }
 
-    /// Processes bytes that arrived with the HTTP head (before the driver had the socket).
-    pub(crate) fn ingest_early(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, early: &mut [u8]) {
-        self.ingest(conn, shared, corked, early);
-    }
-
     /// One run: flush, advance the close handshake, read what is available (bounded).
     /// `corked` collects connections the Rust reference handlers queued frames for.
     pub(crate) fn run(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>) -> Step {
@@ -179,7 +174,8 @@ impl Session {
         }
     }
 
-    fn ingest(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, bytes: &mut [u8]) {
+    /// Parses bytes read from the socket (or that arrived with the HTTP head) and dispatches them.
+    pub(crate) fn ingest(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, bytes: &mut [u8]) {
         if self.discarding || self.peer_closed {
             return;
         }

@@ -41,7 +41,6 @@ const CONGESTION_POLL: Duration = Duration::from_millis(5);
 
 /// What other threads hold to hand a driver work.
 pub struct DriverHandle {
-    registry: mio::Registry,
     inbox: Mutex<Inbox>,
     waker: AtomicWaker,
 }
@@ -71,7 +70,7 @@ impl DriverHandle {
 /// Creates a driver's handle and the state its task runs on.
 pub(crate) fn new_driver() -> io::Result<(Arc<DriverHandle>, mio::Poll)> {
     let poll = mio::Poll::new()?;
-    let handle = DriverHandle { registry: poll.registry().try_clone()?, inbox: Mutex::default(), waker: AtomicWaker::new() };
+    let handle = DriverHandle { inbox: Mutex::default(), waker: AtomicWaker::new() };
     Ok((Arc::new(handle), poll))
 }
 
@@ -216,7 +215,8 @@ impl Driver {
         conn.set_slot(slot);
         let fd = conn.stream().as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if self.handle.registry.register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
+        // Only the driver registers: other threads hand connections over through the inbox.
+        if self.ready.get_ref().registry().register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
             self.free.push(slot);
             conn.terminate();
             connection::finish(&conn, &self.shared, false);
@@ -228,7 +228,7 @@ impl Driver {
         if !early.is_empty() {
             let (shared, corked) = (&*self.shared, &mut self.corked);
             let ingested = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                entry.session.ingest_early(&entry.conn, shared, corked, &mut early)
+                entry.session.ingest(&entry.conn, shared, corked, &mut early)
             }));
             if ingested.is_err() {
                 self.corked.clear();
@@ -304,8 +304,9 @@ impl Driver {
             Step::WaitUntil(when) => {
                 if !entry.deadline_set {
                     entry.deadline_set = true;
+                    // The poll loop passes through `fire_timers` again after this run, which
+                    // arms the sleep for it.
                     self.deadlines.push(Reverse((when, slot, entry.conn.id)));
-                    self.handle.waker.wake(); // re-arm the sleep on the next pass
                 }
             }
             Step::Congested => {
@@ -313,7 +314,6 @@ impl Driver {
                     entry.congested = true;
                     self.congested.push(slot);
                     self.congested_until.get_or_insert_with(|| Instant::now() + CONGESTION_POLL);
-                    self.handle.waker.wake();
                 }
             }
             Step::Done => self.remove(slot, false),
