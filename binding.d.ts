@@ -41,8 +41,13 @@ export declare class NativeServer {
    * destroy its socket afterwards; `initial` = request head + bytes received after it.
    */
   adopt(fd: number, initial: Buffer): void
-  /** Flat `[id, count, id, count, …]` pairs of handled messages. */
-  ack(pairs: Float64Array): void
+  /**
+   * Flat `[id, count, id, count, …]` pairs of handled messages, and the bytes of messages
+   * handled or dropped (released from the global inbound budget).
+   */
+  ack(pairs: Float64Array, releasedBytes: number): void
+  /** Inbound bytes waiting for JS or being handled (the global budget's use). */
+  inboundPendingBytes(): number
   shutdown(code: number, reason: string, timeoutMs: number): void
 }
 

@@ -154,7 +154,7 @@ export interface ServerOptions<
   maxInflightMessages?: number
   /** Messages buffered per connection for events that have no handler yet (oldest dropped). Default `100`. */
   maxBufferedMessages?: number
-  /** Bytes waiting for the JS thread across all connections before every reader pauses. Default `67108864` (64 MiB). */
+  /** Inbound bytes received and not yet handled (waiting for the JS thread, queued, buffered or running), across all connections, at which every reader pauses. Each message counts its size plus 256 B. Default `16777216` (16 MiB); see README "Inbound limits". */
   maxPendingBytes?: number
   /** Wait this long for the peer's close frame before terminating the TCP connection. Default `5000`. */
   closeTimeoutMs?: number
@@ -201,6 +201,10 @@ export interface ServerOptions<
 export interface ServerStats {
   /** Replies from clients whose id matched no pending `conn.request` (unknown ids and late replies after a timeout). */
   unknownReplies: number
+  /** Messages and requests received but never handled: buffered without a handler and pushed out (`maxBufferedMessages`) or still buffered at close, queued when the connection ended without a close handshake, or queued behind a handler that failed. */
+  droppedMessages: number
+  /** Inbound bytes counted against `maxPendingBytes` now: received and not yet handled or dropped (in the batch for JS, queued, buffered or running). */
+  inboundPendingBytes: number
 }
 
 export interface ShutdownOptions {

@@ -184,7 +184,7 @@ test('an output that fails the output schema is answered internal and reported',
   await assertEcho(ws)
 })
 
-test('no reply within requestTimeoutMs: answered timeout, the signal aborts, the late result is dropped', async (t) => {
+test('no reply within requestTimeoutMs: answered timeout, the signal aborts, the queue moves on, the late result is dropped', async (t) => {
   const gate = deferred()
   const aborted = deferred()
   const h = await contractServer(t, { requestTimeoutMs: 150 }, {
@@ -205,11 +205,13 @@ test('no reply within requestTimeoutMs: answered timeout, the signal aborts, the
   assert.ok(elapsed >= 140 && elapsed < 2000, `timed out after ${elapsed} ms`)
   const reason = await withTimeout(aborted.promise, 1000, 'ctx.signal abort')
   assert.ok(reason instanceof RequestError && reason.code === 'timeout')
-  // Queued behind the late handler: the next reply the client sees must be this one's.
+  // The timed-out handler is detached: the next request runs while it is still pending.
   request(ws, 'add', { a: 1, b: 2 }, 's2')
-  gate.resolve()
   assert.deepEqual(await nextMessage(ws), { id: 's2', data: 3 })
-  await expectNoMessage(ws, 200)
+  gate.resolve()
+  await expectNoMessage(ws, 200) // 'too late' is never sent
+  request(ws, 'add', { a: 2, b: 2 }, 's3')
+  assert.deepEqual(await nextMessage(ws), { id: 's3', data: 4 })
 })
 
 test('a request that times out while queued behind a slow handler never runs', async (t) => {
@@ -509,7 +511,7 @@ test('replies with unknown ids are ignored and counted; the connection keeps wor
   const [ws] = await h.client()
   ws.send(JSON.stringify({ id: 999, data: true }))
   ws.send(JSON.stringify({ id: 'not-ours', error: { code: 'x', message: 'y' } }))
-  ws.send(JSON.stringify({ id: 1 }))
+  ws.send(JSON.stringify({ id: 1, data: null }))
   await assertEcho(ws)
   assert.equal(h.server.stats.unknownReplies, 3)
   // A string id never matches the server's numeric ids.
@@ -530,6 +532,10 @@ test('a malformed reply frame closes 1007 like any invalid envelope', async (t) 
   const [ws2] = await h.client()
   ws2.send(JSON.stringify({ id: 1, error: 'not an object' }))
   assert.deepEqual(await waitClose(ws2), { code: 1007, reason: 'Invalid message payload' })
+  // An id alone says neither "done" nor "failed": a success reply carries `data` (null allowed).
+  const [ws3] = await h.client()
+  ws3.send(JSON.stringify({ id: 1 }))
+  assert.deepEqual(await waitClose(ws3), { code: 1007, reason: 'Invalid message payload' })
 })
 
 test('conn.request throws synchronously on an unknown name or invalid data, like publish', async (t) => {

@@ -3,6 +3,12 @@
 // order (async handlers are awaited), messages for events without a handler yet are buffered,
 // and every handled message is acknowledged so Rust can resume reading a paused socket.
 //
+// Every message also carries its `size`, charged to Rust's global inbound budget
+// (`maxPendingBytes`) until it is handled or dropped: `_settle` releases it exactly once (the
+// size is zeroed), whether the message ran, was buffered and then dropped, or was dropped because
+// its connection ended. Queued, buffered and running messages all count, so connections that come
+// and go cannot pile up work in JS beyond the bound.
+//
 // Requests from the client share that queue (a request is a message that gets a reply). Replies
 // to the server's own requests (`conn.request`) never queue: they settle their promise as soon as
 // the batch arrives, so a handler awaiting one cannot deadlock its own connection.
@@ -137,6 +143,8 @@ class Connection {
     this._state = 0
     this._handlers = null
     this._queue = null
+    /** The message whose async handler the queue is waiting for (null when none). */
+    this._running = null
     /** null, one room name (a string), or a Set once `rooms` was read or a second room joined. */
     this._rooms = null
     /** @type {Extra | null} */
@@ -367,19 +375,21 @@ class Connection {
 
   // ---- called by the server ----
 
-  _receive(event, data, meta) {
-    this._enqueue({ event, data, meta, acked: false, ahead: false, request: false })
+  /** A message; `size` is what Rust's inbound budget charged for it. */
+  _receive(event, data, meta, size) {
+    this._enqueue({ event, data, meta, acked: false, ahead: false, request: false, size })
   }
 
   /** A request from the client; `rawId` is its id's JSON text, echoed verbatim in the reply. */
-  _receiveRequest(event, data, meta, rawId) {
+  _receiveRequest(event, data, meta, rawId, size) {
     if (this._x?.inbound?.has(rawId)) {
       // The original keeps running and gets its own reply; only the duplicate is refused.
       this._ack()
+      this._ns.server._release(size)
       this._sendReply(rawId, `"error":${errorJson(RequestErrorCode.DUPLICATE_ID, 'A request with this id is already in flight')}`)
       return
     }
-    const request = { event, data, meta, acked: false, ahead: false, request: true, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
+    const request = { event, data, meta, acked: false, ahead: false, request: true, size, rawId, done: false, timer: undefined, controller: undefined, abortReason: undefined }
     ;(this._more().inbound ??= new Map()).set(rawId, request)
     const timeoutMs = this._ns.server._requestTimeoutMs
     if (timeoutMs > 0) request.timer = setTimeout(() => this._requestTimedOut(request, timeoutMs), timeoutMs)
@@ -451,12 +461,29 @@ class Connection {
     }
   }
 
-  _closed(code, reason) {
+  /**
+   * The connection is gone. Messages it sent that are still queued keep running in order (as
+   * with `ws`, a message that arrived is handled), except when a handler holds the queue past the
+   * departure: if Rust `abandoned` the peer's input (it left while this queue was stuck for
+   * `closeTimeoutMs`), the queue is dropped now; if a handler is still running, the queue gets
+   * `closeTimeoutMs` more before it is dropped. Buffered messages (no handler) are dropped. A
+   * running handler keeps running but no longer counts against the inbound bound.
+   */
+  _closed(code, reason, abandoned) {
     const x = this._more()
     x.closeInfo = { code, reason }
     this._state |= CLOSING | CLOSED
     if (typeof this._rooms === 'string') this._rooms = null
     else this._rooms?.clear()
+    const running = this._running
+    if (running !== null) this._settle(running)
+    for (const dropped of x.buffered?.splice(0) ?? []) this._drop(dropped)
+    if (abandoned) this._dropQueue()
+    else if (running !== null && this._queue?.length) {
+      setTimeout(() => {
+        if (this._running === running) this._dropQueue()
+      }, this._ns.server._closeTimeoutMs).unref()
+    }
     for (const request of x.inbound?.values() ?? []) this._abandon(request, closedBeforeReply(request.event))
     x.inbound?.clear()
     for (const [id, pending] of x.outbound ?? []) {
@@ -519,12 +546,21 @@ class Connection {
     this._state &= ~RUNNING
   }
 
-  /** A handler returned a promise: settle its message when it is done, then carry on with the queue. */
+  /**
+   * A handler returned a promise: settle its message when it is done, then carry on with the
+   * queue — unless the queue already moved on without it (a request that timed out is detached,
+   * see `_requestTimedOut`).
+   */
   _resumeAfter(pending, message) {
+    this._running = message
     pending.then(
       () => this._settle(message),
       (error) => this._failed(error, message),
-    ).then(() => this._pump())
+    ).then(() => {
+      if (this._running !== message) return
+      this._running = null
+      this._pump()
+    })
   }
 
   /** Validates and calls the handler; returns a promise only when something is asynchronous. */
@@ -638,6 +674,11 @@ class Connection {
     this._finishRequest(request, `"error":${json}`)
   }
 
+  /**
+   * Answers `timeout` and aborts the handler's `signal`. If the queue is waiting for this
+   * request's handler, it stops waiting: the handler is detached (it may keep running; its result
+   * is dropped) and the connection's next message runs now.
+   */
   _requestTimedOut(request, timeoutMs) {
     if (request.done) return
     const message = `Request "${request.event}" timed out after ${timeoutMs} ms`
@@ -645,6 +686,11 @@ class Connection {
     request.abortReason = new RequestError(RequestErrorCode.TIMEOUT, message)
     request.controller?.abort(request.abortReason)
     this._unbuffer(request)
+    if (this._running === request) {
+      this._running = null
+      this._settle(request)
+      this._pump()
+    }
   }
 
   /** Sends the one reply a request gets; `body` is `"data":…` or `"error":…`. */
@@ -670,16 +716,27 @@ class Connection {
     if ((this._state & CLOSED) === 0) this._ns.server._native.send(this._nid, `{"id":${rawId},${body}}`)
   }
 
-  /** Closes for a fault and drops what is still queued (acknowledging it). */
+  /** Closes for a fault and drops what is still queued. */
   _abort(code, reason) {
     if (this.isOpen) {
       this._state |= CLOSING
       this._ns.server._native.close(this._nid, code, reason)
     }
-    for (const dropped of this._queue?.splice(0) ?? []) this._settle(dropped)
+    this._dropQueue()
   }
 
+  /** The message is done with (handled or dropped): acknowledge it and release its size. */
   _settle(message) {
+    this._acknowledge(message)
+    const size = message.size
+    if (size !== 0) {
+      message.size = 0
+      this._ns.server._release(size)
+    }
+  }
+
+  /** Frees the message's slot in the connection's inflight window; its size stays charged. */
+  _acknowledge(message) {
     if (message.ahead) {
       message.ahead = false
       this._x.ahead--
@@ -690,8 +747,20 @@ class Connection {
     }
   }
 
+  _dropQueue() {
+    for (const dropped of this._queue?.splice(0) ?? []) this._drop(dropped)
+  }
+
+  /** A message that will never be handled: settled and counted in `server.stats.droppedMessages`. */
+  _drop(message) {
+    this._settle(message)
+    this._ns.server._stats.droppedMessages++
+  }
+
   _buffer(message) {
-    this._settle(message) // buffered messages are bounded here, so they no longer hold Rust back
+    // Buffered messages are bounded here (maxBufferedMessages), so they no longer hold this
+    // socket back; their size still counts against the global bound until handled or dropped.
+    this._acknowledge(message)
     const buffered = (this._more().buffered ??= [])
     buffered.push(message)
     if (buffered.length > this._ns.server._maxBufferedMessages) {
@@ -700,14 +769,18 @@ class Connection {
         const text = `No handler for request "${dropped.event}" yet and too many messages are waiting for one`
         this._finishRequest(dropped, `"error":${errorJson(RequestErrorCode.UNAVAILABLE, text)}`)
       }
+      this._drop(dropped)
     }
   }
 
-  /** A request that timed out while buffered leaves the buffer. */
+  /** A request that timed out while buffered leaves the buffer (it was answered `timeout`). */
   _unbuffer(request) {
     const buffered = this._x?.buffered
     const i = buffered?.indexOf(request) ?? -1
-    if (i >= 0) buffered.splice(i, 1)
+    if (i >= 0) {
+      buffered.splice(i, 1)
+      this._settle(request)
+    }
   }
 
   _replayBuffered(key, requests = false) {

@@ -85,11 +85,14 @@ class Server {
     this._maxBufferedMessages = positive('maxBufferedMessages', options.maxBufferedMessages, 100)
     this._maxInflightMessages = positive('maxInflightMessages', options.maxInflightMessages, 100)
     this._requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000)
+    this._closeTimeoutMs = positive('closeTimeoutMs', options.closeTimeoutMs, 5000)
     this._exposeErrors = options.exposeErrors === true
-    this._stats = { unknownReplies: 0 }
+    this._stats = { unknownReplies: 0, droppedMessages: 0 }
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._ackCounts = new Map()
+    /** Bytes of messages handled or dropped since the last flush (released from Rust's inbound budget). */
+    this._releasedBytes = 0
     this._ackScheduled = false
     this._port = undefined
     this._started = false
@@ -147,9 +150,18 @@ class Server {
     return this._connections.size
   }
 
-  /** Counters, as a snapshot. `unknownReplies`: replies whose id matched no pending `conn.request` (late replies to timed-out requests included). */
+  /**
+   * Counters, as a snapshot. `unknownReplies`: replies whose id matched no pending `conn.request`
+   * (late replies to timed-out requests included). `droppedMessages`: messages received but never
+   * handled (see README "Inbound limits"). `inboundPendingBytes`: what the global inbound bound
+   * (`maxPendingBytes`) currently counts.
+   */
   get stats() {
-    return { unknownReplies: this._stats.unknownReplies }
+    return {
+      unknownReplies: this._stats.unknownReplies,
+      droppedMessages: this._stats.droppedMessages,
+      inboundPendingBytes: this._native.inboundPendingBytes(),
+    }
   }
 
   async listen() {
@@ -317,15 +329,24 @@ class Server {
   /** Counts one handled message of an open connection; acknowledgements go to Rust in one call per event-loop turn. */
   _ack(nid) {
     this._ackCounts.set(nid, (this._ackCounts.get(nid) ?? 0) + 1)
-    if (!this._ackScheduled) {
-      this._ackScheduled = true
-      setImmediate(() => this._flushAcks())
-    }
+    if (!this._ackScheduled) this._scheduleAcks()
+  }
+
+  /** Returns `bytes` (sizes of messages handled or dropped) to Rust's inbound budget, with the next acks. */
+  _release(bytes) {
+    this._releasedBytes += bytes
+    if (!this._ackScheduled) this._scheduleAcks()
+  }
+
+  _scheduleAcks() {
+    this._ackScheduled = true
+    setImmediate(() => this._flushAcks())
   }
 
   _flushAcks() {
     this._ackScheduled = false
-    if (this._ackCounts.size === 0) return
+    const released = this._releasedBytes
+    if (this._ackCounts.size === 0 && released === 0) return
     const pairs = new Float64Array(this._ackCounts.size * 2)
     let i = 0
     for (const [id, n] of this._ackCounts) {
@@ -333,7 +354,8 @@ class Server {
       pairs[i++] = n
     }
     this._ackCounts.clear()
-    this._native.ack(pairs)
+    this._releasedBytes = 0
+    this._native.ack(pairs, released)
   }
 
   _onBatch(json) {
@@ -358,17 +380,22 @@ class Server {
     for (const entry of entries) {
       try {
         switch (entry[0]) {
+          // Each message entry ends with its size, charged to Rust's inbound budget until the
+          // message is handled or dropped; one for no known connection is dropped at once.
           case KIND_MESSAGE: {
             const conn = this._connections.get(entry[1])
-            if (conn) conn._receive(entry[2], entry[3], entry[4])
+            if (conn) conn._receive(entry[2], entry[3], entry[4], entry[5])
+            else this._release(entry[5])
             break
           }
           case KIND_REQUEST: {
             const conn = this._connections.get(entry[1])
-            if (conn) conn._receiveRequest(entry[2], entry[3], entry[4], entry[5])
+            if (conn) conn._receiveRequest(entry[2], entry[3], entry[4], entry[5], entry[6])
+            else this._release(entry[6])
             break
           }
           case KIND_REPLY: {
+            this._release(entry[5]) // settled on arrival, never queued
             const conn = this._connections.get(entry[1])
             if (conn) conn._receiveReply(entry[2], entry[3], entry[4])
             break
@@ -383,13 +410,14 @@ class Server {
             this._authStash.delete(entry[1])
             break
           case KIND_CLOSE:
-            this._closed(entry[1], entry[2], entry[3])
+            this._closed(entry[1], entry[2], entry[3], entry[4] === 1)
             break
           case KIND_RAW: {
             blobs ??= this._native.takeBlobs()
             const conn = this._connections.get(entry[1])
             const bytes = blobs[entry[3]]
-            if (conn) conn._receive(undefined, entry[2] ? bytes : bytes.toString('utf8'), undefined)
+            if (conn) conn._receive(undefined, entry[2] ? bytes : bytes.toString('utf8'), undefined, entry[4])
+            else this._release(entry[4])
             break
           }
           case KIND_SHUTDOWN:
@@ -475,12 +503,13 @@ class Server {
     }
   }
 
-  _closed(id, code, reason) {
+  /** `abandoned`: Rust gave up on input the peer left behind (see Connection#_closed). */
+  _closed(id, code, reason, abandoned) {
     const conn = this._connections.get(id)
     if (!conn) return
     this._connections.delete(id)
     this._ackCounts.delete(id)
-    conn._closed(code, reason)
+    conn._closed(code, reason, abandoned)
   }
 
   _finishShutdown() {

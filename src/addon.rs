@@ -316,10 +316,17 @@ impl NativeServer {
         self.server.adopt(fd, initial.to_vec()).map_err(|e| Error::from_reason(format!("cannot adopt socket: {e}")))
     }
 
-    /// Flat `[id, count, id, count, …]` pairs of handled messages.
+    /// Flat `[id, count, id, count, …]` pairs of handled messages, and the bytes of messages
+    /// handled or dropped (released from the global inbound budget).
     #[napi(catch_unwind)]
-    pub fn ack(&self, pairs: Float64Array) {
-        self.server.ack(pairs.chunks_exact(2).map(|p| (p[0] as u64, p[1] as u32)));
+    pub fn ack(&self, pairs: Float64Array, released_bytes: f64) {
+        self.server.ack(pairs.chunks_exact(2).map(|p| (p[0] as u64, p[1] as u32)), released_bytes.max(0.0) as usize);
+    }
+
+    /// Inbound bytes waiting for JS or being handled (the global budget's use).
+    #[napi(catch_unwind)]
+    pub fn inbound_pending_bytes(&self) -> f64 {
+        self.server.inbound_pending_bytes() as f64
     }
 
     #[napi(catch_unwind)]

@@ -12,24 +12,28 @@
 //! Entry shapes (first element is the kind; `id` is the connection id):
 //! - `[0, id, namespaceIndex, "remoteAddress", authId, "head"|null, "protocol"|null]`  connection
 //!   opened (`head`: the HTTP request head, null when JS already got it with the handshake entry)
-//! - `[1, id, "event", data, meta|null]`           event message (`data`, `meta` verbatim JSON)
-//! - `[2, id, code, "reason"]`                     connection closed (always after its messages)
+//! - `[1, id, "event", data, meta|null, size]`     event message (`data`, `meta` verbatim JSON)
+//! - `[2, id, code, "reason", abandoned]`          connection closed (always after its messages);
+//!   `abandoned`: the peer left while its input waited for JS and we gave up on it (see
+//!   `Session::paused`): JS drops what it still has queued for the connection
 //! - `[3]`                                         shutdown finished
-//! - `[4, id, isBinary, blobIndex]`                raw-mode message, bytes in the blob list
+//! - `[4, id, isBinary, blobIndex, size]`          raw-mode message, bytes in the blob list
 //! - `[5, authId, namespaceIndex, "remoteAddress", "head"]`  upgrade held for `authenticate`
 //! - `[6, authId]`                                 an accepted handshake failed before opening
-//! - `[7, id, "event", data, meta|null, "reqId"]`  request from the client. `reqId` is the request
-//!   id's JSON text as a JSON string (`"7"`, `"\"a\""`), so JS can echo it byte for byte in the reply
-//! - `[8, id, replyId, data|null, error|null]`     reply to a server request (`replyId` verbatim
+//! - `[7, id, "event", data, meta|null, "reqId", size]`  request from the client. `reqId` is the
+//!   request id's JSON text as a JSON string (`"7"`, `"\"a\""`), so JS can echo it byte for byte
+//! - `[8, id, replyId, data|null, error|null, size]`  reply to a server request (`replyId` verbatim
 //!   JSON, i.e. the parsed string or number; `error` the client's error object or null)
 //!
 //! Messages, requests and replies all count as in flight for inbound flow control until JS
-//! acknowledges them.
+//! acknowledges them, and `size` (what the entry was charged to the [`InboundBudget`]) stays
+//! charged until JS releases it: when the message was handled or dropped.
 
 use crate::envelope::{Envelope, Reply};
+use crate::inbound::InboundBudget;
 use parking_lot::Mutex;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const KIND_OPEN: u8 = 0;
 pub const KIND_MESSAGE: u8 = 1;
@@ -63,9 +67,8 @@ pub struct Bridge {
     batch: Mutex<Batch>,
     /// The batch has entries JS has not been woken for yet.
     wake_pending: AtomicBool,
-    /// Bytes currently waiting in the batch; readers pause above `max_pending_bytes`.
-    pending_bytes: AtomicUsize,
-    max_pending_bytes: usize,
+    /// Inbound bytes handed to JS (in the batch or beyond) and not yet handled.
+    budget: InboundBudget,
     /// Wakes the JS thread (a non-blocking threadsafe-function call in the addon).
     wake_js: Box<dyn Fn() + Send + Sync>,
 }
@@ -75,15 +78,14 @@ impl Bridge {
         Self {
             batch: Mutex::new(Batch::default()),
             wake_pending: AtomicBool::new(false),
-            pending_bytes: AtomicUsize::new(0),
-            max_pending_bytes,
+            budget: InboundBudget::new(max_pending_bytes),
             wake_js,
         }
     }
 
-    /// True when JS is too far behind and readers should stop reading until it drains.
-    pub fn is_congested(&self) -> bool {
-        self.pending_bytes.load(Ordering::Relaxed) >= self.max_pending_bytes
+    /// The global inbound bound (JS releases what it handled through [`InboundBudget::release`]).
+    pub fn budget(&self) -> &InboundBudget {
+        &self.budget
     }
 
     /// Appends one entry written by `write` (which must produce a JSON array literal).
@@ -99,7 +101,6 @@ impl Bridge {
                 self.wake_pending.store(true, Ordering::Release);
             }
             large = batch.entries >= WAKE_AT_ENTRIES || batch.json.len() >= WAKE_AT_BYTES;
-            self.pending_bytes.store(batch.json.len(), Ordering::Relaxed);
         }
         if large {
             self.wake_if_pending();
@@ -149,8 +150,10 @@ impl Bridge {
         });
     }
 
-    /// An event message, or a request when the envelope carries an `id`.
-    pub fn push_message(&self, id: u64, envelope: &Envelope<'_>) {
+    /// An event message, or a request when the envelope carries an `id`; `payload_len` is the
+    /// size of the frame it came in (charged to the budget).
+    pub fn push_message(&self, id: u64, envelope: &Envelope<'_>, payload_len: usize) {
+        let size = self.budget.charge(payload_len);
         self.push(|b| {
             let j = &mut b.json;
             let kind = if envelope.id.is_some() { KIND_REQUEST } else { KIND_MESSAGE };
@@ -162,33 +165,36 @@ impl Bridge {
                 j.push(',');
                 push_json_str(j, req_id.get());
             }
-            j.push(']');
+            let _ = write!(j, ",{size}]");
         });
     }
 
-    pub fn push_reply(&self, id: u64, reply: &Reply<'_>) {
+    pub fn push_reply(&self, id: u64, reply: &Reply<'_>, payload_len: usize) {
+        let size = self.budget.charge(payload_len);
         self.push(|b| {
             let j = &mut b.json;
             let _ = write!(j, "[{KIND_REPLY},{id},{},", reply.id.get());
             j.push_str(reply.data.map_or("null", |d| d.get()));
             j.push(',');
             j.push_str(reply.error.map_or("null", |d| d.get()));
-            j.push(']');
+            let _ = write!(j, ",{size}]");
         });
     }
 
     pub fn push_raw(&self, id: u64, binary: bool, payload: Vec<u8>) {
+        let size = self.budget.charge(payload.len());
         self.push(|b| {
-            let _ = write!(b.json, "[{KIND_RAW},{id},{},{}]", u8::from(binary), b.blobs.len());
+            let _ = write!(b.json, "[{KIND_RAW},{id},{},{},{size}]", u8::from(binary), b.blobs.len());
             b.blobs.push(payload);
         });
     }
 
-    pub fn push_close(&self, id: u64, code: u16, reason: &str) {
+    /// `abandoned`: we gave up on input the peer left behind (JS drops what it still queues).
+    pub fn push_close(&self, id: u64, code: u16, reason: &str, abandoned: bool) {
         self.push(|b| {
             let _ = write!(b.json, "[{KIND_CLOSE},{id},{code},");
             push_json_str(&mut b.json, reason);
-            b.json.push(']');
+            let _ = write!(b.json, ",{}]", u8::from(abandoned));
         });
     }
 
@@ -201,7 +207,6 @@ impl Bridge {
     /// Takes everything queued so far (empty `json` when nothing is).
     pub fn take(&self) -> TakenBatch {
         let mut batch = std::mem::take(&mut *self.batch.lock());
-        self.pending_bytes.store(0, Ordering::Relaxed);
         if !batch.json.is_empty() {
             batch.json.push(']');
         }
@@ -225,6 +230,8 @@ fn push_json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbound::MESSAGE_OVERHEAD;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
     fn bridge() -> (Bridge, Arc<AtomicUsize>) {
@@ -241,9 +248,10 @@ mod tests {
     fn one_wake_per_batch_and_valid_json() {
         let (b, wakes) = bridge();
         b.push_open(1, 0, "127.0.0.1", 0, Some("GET / HTTP/1.1\r\n\r\n"), None);
-        let crate::envelope::Frame::Event(env) = frame(r#"{"event":"e","data":{"x":"\u00e9"}}"#) else { panic!() };
-        b.push_message(1, &env);
-        b.push_close(1, 1000, "bye \"now\"");
+        let text = r#"{"event":"e","data":{"x":"\u00e9"}}"#;
+        let crate::envelope::Frame::Event(env) = frame(text) else { panic!() };
+        b.push_message(1, &env, text.len());
+        b.push_close(1, 1000, "bye \"now\"", false);
         assert_eq!(wakes.load(Ordering::SeqCst), 0, "no wake until the I/O thread parks");
         b.wake_if_pending();
         b.wake_if_pending();
@@ -252,7 +260,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&taken.json).unwrap();
         assert_eq!(
             v,
-            serde_json::json!([[0, 1, 0, "127.0.0.1", 0, "GET / HTTP/1.1\r\n\r\n", null], [1, 1, "e", {"x": "é"}, null], [2, 1, 1000, "bye \"now\""]])
+            serde_json::json!([
+                [0, 1, 0, "127.0.0.1", 0, "GET / HTTP/1.1\r\n\r\n", null],
+                [1, 1, "e", {"x": "é"}, null, text.len() + MESSAGE_OVERHEAD],
+                [2, 1, 1000, "bye \"now\"", 0]
+            ])
         );
         assert!(b.take().json.is_empty());
         b.push_shutdown_complete();
@@ -272,24 +284,29 @@ mod tests {
             r#"{"event":"q","id":1.50}"#,
         ] {
             let crate::envelope::Frame::Event(env) = frame(text) else { panic!() };
-            b.push_message(2, &env);
+            b.push_message(2, &env, 10);
         }
         let v: serde_json::Value = serde_json::from_str(&b.take().json).unwrap();
+        let size = 10 + MESSAGE_OVERHEAD;
         assert_eq!(
             v,
-            serde_json::json!([[7, 2, "q", [1], {"traceparent": "t"}, "\"r\\u0031\""], [7, 2, "q", null, null, "1.50"]])
+            serde_json::json!([[7, 2, "q", [1], {"traceparent": "t"}, "\"r\\u0031\"", size], [7, 2, "q", null, null, "1.50", size]])
         );
     }
 
     #[test]
     fn replies_keep_data_and_error_verbatim() {
         let (b, _) = bridge();
-        for text in [r#"{"id":4,"data":{"a":1}}"#, r#"{"id":"x","error":{"code":"no","message":"m"}}"#, r#"{"id":5}"#] {
+        for text in [r#"{"id":4,"data":{"a":1}}"#, r#"{"id":"x","error":{"code":"no","message":"m"}}"#, r#"{"id":5,"data":null}"#] {
             let crate::envelope::Frame::Reply(reply) = frame(text) else { panic!() };
-            b.push_reply(9, &reply);
+            b.push_reply(9, &reply, 0);
         }
         let taken = b.take();
-        assert_eq!(taken.json, r#"[[8,9,4,{"a":1},null],[8,9,"x",null,{"code":"no","message":"m"}],[8,9,5,null,null]]"#);
+        let s = MESSAGE_OVERHEAD;
+        assert_eq!(
+            taken.json,
+            format!(r#"[[8,9,4,{{"a":1}},null,{s}],[8,9,"x",null,{{"code":"no","message":"m"}},{s}],[8,9,5,null,null,{s}]]"#)
+        );
     }
 
     #[test]
@@ -298,7 +315,8 @@ mod tests {
         b.push_raw(3, true, vec![0, 255]);
         b.push_raw(3, false, b"hi".to_vec());
         let t = b.take();
-        assert_eq!(t.json, "[[4,3,1,0],[4,3,0,1]]");
+        let (s2, s3) = (2 + MESSAGE_OVERHEAD, 2 + MESSAGE_OVERHEAD);
+        assert_eq!(t.json, format!("[[4,3,1,0,{s2}],[4,3,0,1,{s3}]]"));
         assert_eq!(t.blobs, vec![vec![0, 255], b"hi".to_vec()]);
     }
 
@@ -314,14 +332,17 @@ mod tests {
     }
 
     #[test]
-    fn congestion_tracks_pending_bytes() {
-        let (b, _) = bridge();
-        assert!(!b.is_congested());
-        for _ in 0..10 {
-            b.push_close(1, 1000, "0123456789");
-        }
-        assert!(b.is_congested());
+    fn congestion_lasts_until_js_releases_not_until_it_takes() {
+        let b = Bridge::new(2 * MESSAGE_OVERHEAD, Box::new(|| {}));
+        b.push_raw(1, true, vec![0; 10]);
+        assert!(!b.budget().is_exhausted());
+        b.push_raw(1, true, vec![0; 10]);
+        assert!(b.budget().is_exhausted());
         b.take();
-        assert!(!b.is_congested());
+        assert!(b.budget().is_exhausted(), "taken by JS is not handled by JS");
+        b.budget().release(10 + MESSAGE_OVERHEAD);
+        assert!(!b.budget().is_exhausted());
+        b.push_close(1, 1000, "0123456789", false);
+        assert!(!b.budget().is_exhausted(), "lifecycle entries are bounded by connections, not charged");
     }
 }

@@ -211,17 +211,19 @@ impl Conn {
         }
     }
 
-    /// Sends a control frame (ping/pong) unless a close frame is already queued.
+    /// Sends a control frame (ping/pong) unless a close frame is already queued. Behind queued
+    /// output it counts against the queue's limits like any frame: a peer that floods pings and
+    /// never reads our pongs overflows the queue and is closed 1013 like any slow reader.
     pub fn send_control(&self, frame: &[u8]) {
         let out = self.out.lock();
         if out.close_queued {
             return;
         }
+        let frame = Bytes::copy_from_slice(frame);
         if out.queue.is_empty() {
-            self.write_or_queue(out, &Bytes::copy_from_slice(frame));
+            self.write_or_queue(out, &frame);
         } else {
-            let mut out = out;
-            out.queue.push_unbounded(Bytes::copy_from_slice(frame));
+            self.queue_data(out, &frame);
         }
     }
 
@@ -333,6 +335,11 @@ impl Conn {
 
     pub(crate) fn inflight_full(&self) -> bool {
         self.inflight.load(Ordering::Acquire) >= self.max_inflight
+    }
+
+    /// Nothing of this connection waits in JS: it may use the inbound budget's reserve.
+    pub(crate) fn nothing_inflight(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn set_reading_paused(&self, paused: bool) {

@@ -71,7 +71,17 @@ pub(crate) struct Session {
     discarding: bool,
     read_eof: bool,
     write_shut: bool,
-    /// Set when our close frame is queued: the peer has `closeTimeoutMs` to answer.
+    /// The peer half-closed (FIN: it will send nothing more). Set by the driver from epoll, so it
+    /// is seen even while we are not reading.
+    pub(crate) peer_hung_up: bool,
+    /// The connection was reset or failed (RST, socket error): nothing can be read or written.
+    pub(crate) peer_reset: bool,
+    /// We ended the connection with input still unread because the peer left while reading was
+    /// paused (see [`Session::paused`]).
+    abandoned: bool,
+    /// Set when our close frame is queued: the peer has `closeTimeoutMs` to answer. Also set
+    /// when the peer hung up while reading was paused: JS then has `closeTimeoutMs` to catch up
+    /// before what is left unread is dropped.
     close_deadline: Option<Instant>,
 }
 
@@ -84,8 +94,16 @@ impl Session {
             discarding: false,
             read_eof: false,
             write_shut: false,
+            peer_hung_up: false,
+            peer_reset: false,
+            abandoned: false,
             close_deadline: None,
         }
+    }
+
+    /// See the field: JS then drops what it still has queued for this connection.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.abandoned
     }
 
     /// One run: flush, advance the close handshake, read what is available (bounded).
@@ -123,12 +141,11 @@ impl Session {
             if self.read_eof {
                 return Step::Done; // the peer is gone: nothing more can be delivered
             }
-            let congested = shared.bridge.is_congested();
+            let congested = !shared.bridge.budget().admits(conn.nothing_inflight());
             let flow_paused = !closing && (conn.inflight_full() || congested);
             conn.set_reading_paused(flow_paused);
             if flow_paused {
-                // An ack wakes us; global congestion has no owner to wake us, so poll for it.
-                return if congested { Step::Congested } else { Step::Wait };
+                return self.paused(shared, congested);
             }
             if !self.readable {
                 return match self.close_deadline {
@@ -139,6 +156,33 @@ impl Session {
             self.read_available(conn, shared, corked);
         }
         Step::Again
+    }
+
+    /// Reading is paused (flow control): wait for JS, unless the peer has left. A peer that
+    /// reset the connection is gone at once; one that hung up (FIN) gets `closeTimeoutMs` for JS
+    /// to catch up and read the rest normally, so a slow handler loses nothing. After that, what
+    /// it sent and we never read is dropped, so a handler that never settles cannot hold a
+    /// departed peer's socket.
+    fn paused(&mut self, shared: &Shared, congested: bool) -> Step {
+        // An ack wakes us; global congestion has no owner to wake us, so poll for it.
+        let wait = if congested { Step::Congested } else { Step::Wait };
+        if self.peer_reset {
+            self.abandoned = true;
+            return Step::Done;
+        }
+        if !self.peer_hung_up {
+            return wait;
+        }
+        let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + shared.config.close_timeout);
+        if Instant::now() >= deadline {
+            self.abandoned = true;
+            return Step::Done;
+        }
+        if congested {
+            Step::Congested // polled often, which also checks the deadline
+        } else {
+            Step::WaitUntil(deadline)
+        }
     }
 
     /// Reads what the socket has (bounded per run) and processes it in place.
@@ -168,7 +212,7 @@ impl Session {
                     return;
                 }
             }
-            if !conn.is_closing() && (conn.inflight_full() || shared.bridge.is_congested()) {
+            if !conn.is_closing() && (conn.inflight_full() || !shared.bridge.budget().admits(conn.nothing_inflight())) {
                 return;
             }
         }
@@ -190,6 +234,7 @@ impl Session {
             Err(FrameError::Protocol(_)) => (close::PROTOCOL_ERROR, "Protocol error"),
             Err(FrameError::TooLarge) => (close::MESSAGE_TOO_BIG, "Message too large"),
             Err(FrameError::InvalidUtf8) => (close::INVALID_PAYLOAD, "Invalid message payload"),
+            Err(FrameError::TooFragmented) => (close::MESSAGE_TOO_BIG, "Too many fragments"),
         };
         self.discarding = true;
         self.reader = MessageReader::new(0);
@@ -237,7 +282,7 @@ impl Dispatch<'_> {
         }
         let namespace = &self.shared.config.namespaces[self.conn.namespace()];
         if namespace.raw {
-            self.bridge().push_raw(self.conn.id, binary, payload.to_vec());
+            self.bridge().push_raw(self.conn.id, binary, payload.to_vec()); // charged to the budget
             self.conn.message_delivered();
             return;
         }
@@ -248,7 +293,7 @@ impl Dispatch<'_> {
             Ok(Frame::Event(envelope)) => envelope,
             Ok(Frame::Reply(reply)) => {
                 // Replies bypass the contract: JS matches them to its pending requests.
-                self.bridge().push_reply(self.conn.id, &reply);
+                self.bridge().push_reply(self.conn.id, &reply, payload.len());
                 self.conn.message_delivered();
                 return;
             }
@@ -273,7 +318,7 @@ impl Dispatch<'_> {
         {
             return;
         }
-        self.bridge().push_message(self.conn.id, &envelope);
+        self.bridge().push_message(self.conn.id, &envelope, payload.len());
         self.conn.message_delivered();
     }
 
@@ -291,7 +336,8 @@ impl Dispatch<'_> {
 
 /// Ends a connection (normally, by error, or after its run panicked): removes it from every
 /// index, releases the socket and tells JS how it closed, always after its messages.
-pub(crate) fn finish(conn: &Conn, shared: &Shared, panicked: bool) {
+/// `abandoned`: see [`Session::abandoned`].
+pub(crate) fn finish(conn: &Conn, shared: &Shared, panicked: bool, abandoned: bool) {
     if panicked {
         conn.set_report_if_none(close::INTERNAL_ERROR, "Internal error");
     }
@@ -301,6 +347,6 @@ pub(crate) fn finish(conn: &Conn, shared: &Shared, panicked: bool) {
     // Closing the descriptor (when the last `Arc<Conn>` goes) also removes it from the driver's
     // epoll set; shutting down now makes the peer see the end even while publishers hold it.
     let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Both);
-    shared.bridge.push_close(conn.id, code, reason);
+    shared.bridge.push_close(conn.id, code, reason, abandoned);
     shared.connection_closed();
 }

@@ -219,7 +219,7 @@ impl Driver {
         if self.ready.get_ref().registry().register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
             self.free.push(slot);
             conn.terminate();
-            connection::finish(&conn, &self.shared, false);
+            connection::finish(&conn, &self.shared, false, false);
             return;
         }
         let session = Session::new(&self.shared);
@@ -325,7 +325,7 @@ impl Driver {
     fn remove(&mut self, slot: u32, panicked: bool) {
         if let Some(entry) = self.entries[slot as usize].take() {
             self.free.push(slot);
-            connection::finish(&entry.conn, &self.shared, panicked);
+            connection::finish(&entry.conn, &self.shared, panicked, entry.session.abandoned());
         }
     }
 }
@@ -360,6 +360,14 @@ fn collect_events(
         if let Some(Some(entry)) = entries.get_mut(slot as usize) {
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 entry.session.readable = true;
+            }
+            // Recorded whether or not we are reading: a paused connection must still notice
+            // that its peer left (see `Session::paused`). Both ends closed or an error is a
+            // reset; only the read side closed is a FIN.
+            if event.is_error() || (event.is_read_closed() && event.is_write_closed()) {
+                entry.session.peer_reset = true;
+            } else if event.is_read_closed() {
+                entry.session.peer_hung_up = true;
             }
             queue(run, entry, slot);
         }

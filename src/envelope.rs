@@ -52,14 +52,20 @@ pub enum EnvelopeError {
 struct Wire<'a> {
     #[serde(borrow)]
     event: Option<&'a RawValue>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    /// Outer `None`: no `data` key; `Some(None)`: `"data": null` (a reply needs the key).
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<Option<&'a RawValue>>,
     #[serde(borrow)]
     meta: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
+}
+
+/// Marks a field as present even when its value is `null` (serde alone maps both to `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<&'de RawValue>>, D::Error> {
+    Option::<&'de RawValue>::deserialize(d).map(Some)
 }
 
 /// Splits one inbound frame. A frame with `event` is an event (a request if it also has `id`;
@@ -99,20 +105,26 @@ pub fn parse(text: &str) -> Result<Frame<'_>, EnvelopeError> {
             return Err(EnvelopeError::NotEnvelope("meta is not an object"));
         }
     }
-    Ok(Frame::Event(Envelope { event_json, event, data: wire.data, meta: wire.meta, id: wire.id }))
+    Ok(Frame::Event(Envelope { event_json, event, data: wire.data.flatten(), meta: wire.meta, id: wire.id }))
 }
 
 fn reply(wire: Wire<'_>) -> Result<Frame<'_>, EnvelopeError> {
     let id = wire.id.ok_or(EnvelopeError::NotEnvelope("missing event"))?;
-    if let Some(error) = wire.error {
-        if !error.get().starts_with('{') {
-            return Err(EnvelopeError::NotEnvelope("reply error is not an object"));
+    let data = wire.data.flatten();
+    match wire.error {
+        Some(error) => {
+            if !error.get().starts_with('{') {
+                return Err(EnvelopeError::NotEnvelope("reply error is not an object"));
+            }
+            if data.is_some() {
+                return Err(EnvelopeError::NotEnvelope("reply has both data and error"));
+            }
         }
-        if wire.data.is_some() {
-            return Err(EnvelopeError::NotEnvelope("reply has both data and error"));
-        }
+        // `{"id":1}` says nothing: a success reply carries `data` (`null` allowed).
+        None if wire.data.is_none() => return Err(EnvelopeError::NotEnvelope("reply has neither data nor error")),
+        None => {}
     }
-    Ok(Frame::Reply(Reply { id, data: wire.data, error: wire.error }))
+    Ok(Frame::Reply(Reply { id, data, error: wire.error }))
 }
 
 /// Ids are JSON strings or numbers (`null` never reaches here: serde maps it to `None`).
@@ -195,8 +207,8 @@ mod tests {
         assert_eq!(r.id.get(), r#""a""#);
         assert_eq!(r.error.unwrap().get(), r#"{"code":"nope","message":"no"}"#);
         assert!(r.data.is_none());
-        assert!(reply(r#"{"id":1}"#).data.is_none(), "a reply without data carries null");
-        assert!(reply(r#"{"id":1,"data":null,"error":{}}"#).error.is_some(), "null data is absent");
+        assert!(reply(r#"{"id":1,"data":null}"#).data.is_none(), "a reply may carry null");
+        assert!(reply(r#"{"id":1,"data":null,"error":{}}"#).error.is_some(), "null data beside an error is absent");
         assert!(reply(r#"{"id":1,"data":2,"meta":{},"x":0}"#).data.is_some(), "unknown fields are ignored");
     }
 
@@ -205,6 +217,8 @@ mod tests {
         assert_eq!(parse(r#"{"data":1}"#).unwrap_err(), EnvelopeError::NotEnvelope("missing event"));
         assert_eq!(parse(r#"{"id":null,"data":1}"#).unwrap_err(), EnvelopeError::NotEnvelope("missing event"));
         assert_eq!(parse("{}").unwrap_err(), EnvelopeError::NotEnvelope("missing event"));
+        assert_eq!(parse(r#"{"id":1}"#).unwrap_err(), EnvelopeError::NotEnvelope("reply has neither data nor error"));
+        assert_eq!(parse(r#"{"id":1,"error":null}"#).unwrap_err(), EnvelopeError::NotEnvelope("reply has neither data nor error"));
         assert_eq!(
             parse(r#"{"id":1,"data":1,"error":{"code":"x"}}"#).unwrap_err(),
             EnvelopeError::NotEnvelope("reply has both data and error")

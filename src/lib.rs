@@ -16,6 +16,7 @@ pub mod conn;
 pub mod connection;
 pub mod driver;
 pub mod envelope;
+pub mod inbound;
 pub mod outbound;
 pub mod protocol;
 pub mod reference;

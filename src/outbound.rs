@@ -57,8 +57,10 @@ impl WriteQueue {
         Push::Queued
     }
 
-    /// Queues a frame regardless of the limits: control frames, and the unwritten tail of a
-    /// frame that was partially written straight to the socket.
+    /// Queues a frame regardless of the limits. Only for frames that cannot repeat: the one
+    /// close frame, the unwritten tail of a frame partially written straight to the socket, and
+    /// a frame that found the queue empty but the socket full (the queue is then not empty, so
+    /// the next frame goes through [`WriteQueue::push_data`]). Pings and pongs use `push_data`.
     pub fn push_unbounded(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.frames.push_back(frame);
@@ -124,7 +126,7 @@ mod tests {
         assert_eq!(q.push_data(b(60)), Push::Queued);
         assert_eq!(q.push_data(b(41)), Push::Overflow, "byte limit");
         q.push_unbounded(b(500));
-        assert_eq!(q.buffered_bytes(), 560, "control frames bypass limits");
+        assert_eq!(q.buffered_bytes(), 560, "a close frame bypasses the limits");
     }
 
     #[test]

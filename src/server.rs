@@ -245,13 +245,21 @@ impl Server {
         self.shared.registry.get(id).map(|c| c.rtt_us())
     }
 
-    /// JS finished handling messages: `(connection id, count)` pairs.
-    pub fn ack(&self, acks: impl Iterator<Item = (u64, u32)>) {
+    /// JS finished with messages: `(connection id, count)` pairs for per-connection flow control
+    /// (closed connections need none), and `released` bytes for the global inbound budget (the
+    /// sizes of messages handled or dropped, whatever their connection's state).
+    pub fn ack(&self, acks: impl Iterator<Item = (u64, u32)>, released: usize) {
+        self.shared.bridge.budget().release(released);
         for (id, n) in acks {
             if let Some(conn) = self.shared.registry.get(id) {
                 conn.ack(n);
             }
         }
+    }
+
+    /// Inbound bytes charged to the global budget and not yet released by JS.
+    pub fn inbound_pending_bytes(&self) -> usize {
+        self.shared.bridge.budget().held()
     }
 
     /// JS's answer to a held upgrade; false when that handshake is no longer waiting.

@@ -21,6 +21,9 @@ pub enum FrameError {
     TooLarge,
     /// Text payload or close reason is not UTF-8: 1007.
     InvalidUtf8,
+    /// One message arrived in more fragments than the reader allows (see
+    /// `reader::max_fragments`): 1009, since it is the message's cost that is refused.
+    TooFragmented,
 }
 
 /// A parsed frame header; `header_len` bytes precede `payload_len` payload bytes.

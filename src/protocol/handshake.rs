@@ -26,6 +26,11 @@ impl UpgradeRequest {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// How many times header `name` appears (case-insensitive).
+    fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
+    }
+
     /// True when the comma-separated header `name` contains `token` (case-insensitive).
     fn header_has_token(&self, name: &str, token: &str) -> bool {
         self.headers
@@ -99,6 +104,12 @@ pub fn decide(req: &UpgradeRequest, route: impl Fn(&str) -> Option<usize>) -> De
         return Decision::Reject(426);
     }
     if req.method != "GET" || !req.header_has_token("connection", "upgrade") {
+        return Decision::Reject(400);
+    }
+    // Exactly one of each: HTTP/1.1 requires one Host (RFC 9112 §3.2), and two keys or versions
+    // leave it unclear which one the client meant (ws and Node's http answer 400 too).
+    let once = |name| req.header_count(name) == 1;
+    if !once("host") || !once("sec-websocket-key") || !once("sec-websocket-version") {
         return Decision::Reject(400);
     }
     if req.header("sec-websocket-version").map(str::trim) != Some("13") {
@@ -207,6 +218,12 @@ mod tests {
         assert_eq!(decide(&parse(&GOOD.replace("Version: 13", "Version: 8")), ws_only), Decision::Reject(400));
         assert_eq!(decide(&parse(&GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")), ws_only), Decision::Reject(400));
         assert_eq!(decide(&parse(&GOOD.replace("keep-alive, Upgrade", "keep-alive")), ws_only), Decision::Reject(400));
+        assert_eq!(decide(&parse(&GOOD.replace("Host: a\r\n", "")), ws_only), Decision::Reject(400), "no Host");
+        assert_eq!(decide(&parse(&GOOD.replace("Host: a\r\n", "Host: a\r\nHost: b\r\n")), ws_only), Decision::Reject(400));
+        let two_keys = GOOD.replace("Sec-WebSocket-Version", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version");
+        assert_eq!(decide(&parse(&two_keys), ws_only), Decision::Reject(400), "two keys");
+        let two_versions = GOOD.replace("Version: 13\r\n", "Version: 13\r\nSec-WebSocket-Version: 13\r\n");
+        assert_eq!(decide(&parse(&two_versions), ws_only), Decision::Reject(400), "two versions");
     }
 
     #[test]

@@ -4,12 +4,28 @@
 //! buffer in the server), so an idle connection owns no read buffer at all: only the tail of a
 //! frame that has not fully arrived yet is copied (into `Held::partial`), and only a fragmented
 //! message in progress is kept (`Held::fragments`).
+//!
+//! Bounds on what a peer can make one connection hold: `partial` is at most one frame header plus
+//! `max_payload` (a longer frame is refused from its header), `fragments` at most `max_payload`,
+//! and one message at most [`max_fragments`] frames (empty continuation frames cost no memory, but
+//! an endless message of them would cost CPU for nothing).
 
 use super::close::parse_close_payload;
 use super::frame::{
     apply_mask, parse_header, FrameError, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
     OP_PING, OP_PONG, OP_TEXT,
 };
+
+/// Fewest fragments a message may always have, whatever `max_payload` is.
+const MIN_FRAGMENT_CAP: usize = 1024;
+/// Above the minimum, a message may have one fragment per this many bytes of `max_payload`.
+const BYTES_PER_FRAGMENT: usize = 64;
+
+/// Most frames one message may arrive in: `max(1024, max_payload / 64)` (1024 at the default
+/// 64 KiB; Autobahn's 4 MiB messages in 64-byte fragments need a `maxPayload` of 4 MiB or more).
+pub fn max_fragments(max_payload: usize) -> usize {
+    MIN_FRAGMENT_CAP.max(max_payload / BYTES_PER_FRAGMENT)
+}
 
 /// One thing the peer said.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,6 +58,8 @@ struct Held {
     fragment_opcode: u8,
     /// For fragmented text: prefix of `fragments` known to be valid UTF-8 (fail fast).
     utf8_checked: usize,
+    /// Frames of the fragmented message so far (bounded by [`max_fragments`]).
+    fragment_count: usize,
 }
 
 impl Held {
@@ -162,6 +180,7 @@ impl MessageReader {
                 let opcode = std::mem::replace(&mut held.fragment_opcode, OP_CONTINUATION);
                 let message = std::mem::take(&mut held.fragments);
                 held.utf8_checked = 0;
+                held.fragment_count = 0;
                 deliver(opcode, &message, sink)
             }
             OP_PING => Ok(sink(Incoming::Ping(payload))),
@@ -180,6 +199,10 @@ impl MessageReader {
         let held = self.held();
         if held.fragments.len() + payload.len() > max_payload {
             return Err(FrameError::TooLarge);
+        }
+        held.fragment_count += 1;
+        if held.fragment_count > max_fragments(max_payload) {
+            return Err(FrameError::TooFragmented);
         }
         held.fragments.extend_from_slice(payload);
         if held.fragment_opcode == OP_TEXT {
@@ -323,6 +346,27 @@ mod tests {
         let mut bytes = frame(0x01, &[b'a'; 6]);
         bytes.extend(frame(0x80, &[b'a'; 6]));
         assert_eq!(run(&mut r, &bytes).1, Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn fragment_count_is_capped() {
+        assert_eq!(max_fragments(65536), 1024);
+        assert_eq!(max_fragments(64 << 20), 1 << 20);
+        let empty_continuations = |n: usize| {
+            let mut bytes = frame(0x01, b"a");
+            for _ in 0..n {
+                bytes.extend(frame(0x00, b""));
+            }
+            bytes.extend(frame(0x80, b"z"));
+            bytes
+        };
+        let mut r = MessageReader::new(65536);
+        let (got, res) = run(&mut r, &empty_continuations(1022));
+        assert_eq!((got, res), (vec![Got::Text("az".into())], Ok(Flow::Continue)), "1024 frames in all is allowed");
+        let (got, _) = run(&mut r, &empty_continuations(1022));
+        assert_eq!(got.len(), 1, "the count starts again with each message");
+        let mut r = MessageReader::new(65536);
+        assert_eq!(run(&mut r, &empty_continuations(1023)).1, Err(FrameError::TooFragmented));
     }
 
     #[test]
