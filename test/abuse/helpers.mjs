@@ -5,6 +5,7 @@
 
 import WebSocket from 'ws'
 import net from 'node:net'
+import fs from 'node:fs'
 import path from 'node:path'
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -50,18 +51,22 @@ const STDERR_TAIL_BYTES = 4096
  *   request(cmd, extra, ms)          IPC request/reply; rejects if the child exits first
  *   waitEvent(match, ms, label)      first event (ever received, not yet taken) whose `type` is
  *                                    `match` or for which `match(event)` is true
- *   onRss(fn)                        called with every pushed { rss, peak, at } (config.rssPushMs)
+ *   onRss(fn)                        called with every pushed { rss, peak, at } (config.rssPushMs;
+ *                                    sent from a timer in the fixture, so only while its loop runs)
  *   exitInfo                         null while running, then { code, signal, at }
  *   exited                           promise of exitInfo
- *   stderrTail()                     the last few KB the child wrote to stderr (crash reports)
+ *   stderrHead(), stderrTail()       the first / last few KB the child wrote to stderr (crash
+ *                                    reports)
  */
 export async function startAbuseServer(t, config = {}, { readyMs = 15_000 } = {}) {
   const child = fork(path.join(FIXTURES, 'abuse-server.mjs'), [JSON.stringify(config)], {
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   })
+  let head = ''
   let tail = ''
   child.stderr.setEncoding('utf8')
   child.stderr.on('data', (chunk) => {
+    if (head.length < STDERR_TAIL_BYTES) head += chunk.slice(0, STDERR_TAIL_BYTES - head.length)
     tail = (tail + chunk).slice(-STDERR_TAIL_BYTES)
   })
   const events = []
@@ -77,6 +82,8 @@ export async function startAbuseServer(t, config = {}, { readyMs = 15_000 } = {}
     exitInfo: null,
     exited: exitD.promise,
     stderrTail: () => tail,
+    /** The first few KB of stderr (a V8 "FATAL ERROR … heap limit" report starts there). */
+    stderrHead: () => head,
     onRss(fn) {
       rssListeners.push(fn)
     },
@@ -136,6 +143,44 @@ export async function startAbuseServer(t, config = {}, { readyMs = 15_000 } = {}
   fx.port = ready.port
   fx.url = `ws://${HOST}:${ready.port}/ws`
   return fx
+}
+
+/**
+ * RSS of process `pid` in bytes, read from /proc (Linux): works while the process's own JS thread
+ * is too busy to sample or answer IPC. Null when it cannot be read (process gone).
+ */
+export function readRss(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) * 1024 : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Samples the fixture's RSS from outside every `ms` (see readRss), calling `onSample(rss)`.
+ * Returns `{ peak(), samples(), stop() }`; stopped automatically when the fixture exits.
+ */
+export function watchRss(fx, ms, onSample = () => {}) {
+  let peak = 0
+  let samples = 0
+  const timer = setInterval(() => {
+    const rss = readRss(fx.child.pid)
+    if (rss === null) return
+    samples++
+    if (rss > peak) peak = rss
+    onSample(rss)
+  }, ms)
+  fx.exited.then(() => clearInterval(timer))
+  return { peak: () => peak, samples: () => samples, stop: () => clearInterval(timer) }
+}
+
+/** One line from a crashed fixture's stderr: V8's FATAL ERROR line and its last GC lines, if any. */
+export function crashReport(fx) {
+  const lines = fx.stderrHead().split('\n').map((l) => l.trim()).filter(Boolean)
+  const fatal = lines.filter((l) => /FATAL|heap limit|out of memory|panicked|Mark-Compact|Scavenge/i.test(l)).slice(0, 4)
+  return (fatal.length ? fatal : lines.slice(0, 3)).join(' | ') || '(nothing on stderr)'
 }
 
 export function describeExit(info) {
