@@ -4,7 +4,6 @@
 // (fixtures/abuse-server.mjs), so its RSS is its own and a crash is observed, not suffered.
 
 import WebSocket from 'ws'
-import net from 'node:net'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fork } from 'node:child_process'
@@ -14,19 +13,14 @@ import { withTimeout, deferred, encodeFrame, MiB, HOST } from '../../__test__/he
 export {
   withTimeout,
   deferred,
-  condition,
   connect,
   nextMessage,
   waitClose,
-  expectStaysOpen,
   encodeFrame,
-  takeServerFrame,
   rawConnect,
   RawHttpPeer,
   upgradeHead,
   websocketKey,
-  killChild,
-  waitExit,
   MiB,
   HOST,
 } from '../../__test__/helpers.mjs'
@@ -398,24 +392,4 @@ export function drainOrClose(socket, ms, label = 'the socket to drain') {
     ms,
     label,
   )
-}
-
-/** Opens a plain TCP connection to 127.0.0.1:`port` (no HTTP). */
-export function tcpConnect(port, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, HOST)
-    const timer = setTimeout(() => {
-      socket.destroy()
-      reject(new Error(`TCP connect to ${port} timed out after ${ms} ms`))
-    }, ms)
-    socket.once('connect', () => {
-      clearTimeout(timer)
-      socket.setNoDelay(true)
-      resolve(socket)
-    })
-    socket.once('error', (err) => {
-      clearTimeout(timer)
-      reject(err)
-    })
-  })
 }

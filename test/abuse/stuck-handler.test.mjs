@@ -7,7 +7,7 @@
 // down, and other connections carry on. Heartbeats are disabled so they cannot be what saves it.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { startAbuseServer, startHealthyClient, shutdownAndExit, rawConnect, jsonFrame, withTimeout } from './helpers.mjs'
+import { startAbuseServer, startHealthyClient, shutdownAndExit, rawConnect, jsonFrame } from './helpers.mjs'
 
 // ---- thresholds and load --------------------------------------------------------------------------
 const CLOSE_TIMEOUT_MS = 1000 // the server's closeTimeoutMs
