@@ -103,13 +103,14 @@ const CLOSED = 4
 class Extra {
   constructor() {
     this.requestHandlers = null
-    /** Client → server requests received and not answered yet, by id JSON text. */
+    /** Client → server requests received and not answered yet, by id JSON text (bound: those queued, buffered or running). */
     this.inbound = null
     /** Server → client requests awaiting a reply, by id. */
     this.outbound = null
     this.nextRequestId = 0
     /** Queued messages acknowledged early while replies are awaited (see `_readAhead`). */
     this.ahead = 0
+    /** Messages with no handler yet; bound: `maxBufferedMessages` (oldest dropped). */
     this.buffered = null
     /** `{ code, reason }` once closed. */
     this.closeInfo = undefined
@@ -142,6 +143,11 @@ class Connection {
     this._openedAt = openedAt
     this._state = 0
     this._handlers = null
+    /**
+     * Messages waiting for their turn. Bound: what Rust delivers before it pauses this socket
+     * (`maxInflightMessages` plus one read), plus as many again read ahead while the connection
+     * awaits replies (`_readAhead`); all of it counts against `maxPendingBytes` too.
+     */
     this._queue = null
     /** The message whose async handler the queue is waiting for (null when none). */
     this._running = null

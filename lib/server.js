@@ -90,6 +90,7 @@ class Server {
     this._stats = { unknownReplies: 0, droppedMessages: 0 }
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
+    /** Handled messages per connection since the last flush (bound: open connections). */
     this._ackCounts = new Map()
     /** Bytes of messages handled or dropped since the last flush (released from Rust's inbound budget). */
     this._releasedBytes = 0
@@ -98,7 +99,9 @@ class Server {
     this._started = false
     this._noListen = options.noListen === true
     this._authenticate = options.authenticate
-    this._authStash = new Map() // auth id -> { request, userId, data } until the connection opens
+    // auth id -> { request, userId, data } until the connection opens (bound: accepted handshakes
+    // not yet open; Rust reports each one that fails before opening, see KIND_ABANDONED)
+    this._authStash = new Map()
     this._keepAlive = undefined
     this._shutdown = undefined
     this._shutdownResolve = undefined

@@ -322,28 +322,30 @@ impl Conn {
         self.inflight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// JS finished `n` messages; resumes reading if that brings us back under the limit.
+    /// JS finished `n` messages (and released their bytes from the global bound just before):
+    /// a paused reader runs again to see whether it may read now.
+    ///
+    /// The flag and the count are `SeqCst` on both sides: the driver publishes `reading_paused`
+    /// and then re-reads the count, we change the count and then read the flag, so at least one
+    /// of the two sees the other's write and no wake-up is lost.
     pub fn ack(&self, n: u32) {
-        let before = self
-            .inflight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
-            .unwrap_or(0);
-        if before >= self.max_inflight && before.saturating_sub(n) < self.max_inflight {
+        let _ = self.inflight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
+        if self.reading_paused.load(Ordering::SeqCst) {
             self.wake();
         }
     }
 
     pub(crate) fn inflight_full(&self) -> bool {
-        self.inflight.load(Ordering::Acquire) >= self.max_inflight
+        self.inflight.load(Ordering::SeqCst) >= self.max_inflight
     }
 
     /// Nothing of this connection waits in JS: it may use the inbound budget's reserve.
     pub(crate) fn nothing_inflight(&self) -> bool {
-        self.inflight.load(Ordering::Acquire) == 0
+        self.inflight.load(Ordering::SeqCst) == 0
     }
 
     pub(crate) fn set_reading_paused(&self, paused: bool) {
-        self.reading_paused.store(paused, Ordering::Relaxed);
+        self.reading_paused.store(paused, Ordering::SeqCst);
     }
 
     // ---- liveness ----

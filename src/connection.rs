@@ -141,11 +141,16 @@ impl Session {
             if self.read_eof {
                 return Step::Done; // the peer is gone: nothing more can be delivered
             }
-            let congested = !shared.bridge.budget().admits(conn.nothing_inflight());
-            let flow_paused = !closing && (conn.inflight_full() || congested);
+            let may_read = |conn: &Conn| !conn.inflight_full() && shared.bridge.budget().admits(conn.nothing_inflight());
+            let flow_paused = !closing && !may_read(conn);
             conn.set_reading_paused(flow_paused);
             if flow_paused {
-                return self.paused(shared, congested);
+                // Published the flag, then look again: an ack racing with us either saw the flag
+                // (and wakes us) or is seen here (see `Conn::ack`).
+                if may_read(conn) {
+                    continue;
+                }
+                return self.paused(conn, shared);
             }
             if !self.readable {
                 return match self.close_deadline {
@@ -163,9 +168,11 @@ impl Session {
     /// to catch up and read the rest normally, so a slow handler loses nothing. After that, what
     /// it sent and we never read is dropped, so a handler that never settles cannot hold a
     /// departed peer's socket.
-    fn paused(&mut self, shared: &Shared, congested: bool) -> Step {
-        // An ack wakes us; global congestion has no owner to wake us, so poll for it.
-        let wait = if congested { Step::Congested } else { Step::Wait };
+    fn paused(&mut self, conn: &Conn, shared: &Shared) -> Step {
+        // With messages in flight, their ack wakes us (it also brings the bytes JS released).
+        // With none, only the global bound holds us and nobody owns that: the driver polls.
+        let polled = conn.nothing_inflight();
+        let wait = if polled { Step::Congested } else { Step::Wait };
         if self.peer_reset {
             self.abandoned = true;
             return Step::Done;
@@ -178,7 +185,7 @@ impl Session {
             self.abandoned = true;
             return Step::Done;
         }
-        if congested {
+        if polled {
             Step::Congested // polled often, which also checks the deadline
         } else {
             Step::WaitUntil(deadline)
@@ -213,6 +220,7 @@ impl Session {
                 }
             }
             if !conn.is_closing() && (conn.inflight_full() || !shared.bridge.budget().admits(conn.nothing_inflight())) {
+                // `run` decides how to wait.
                 return;
             }
         }

@@ -47,9 +47,11 @@ pub struct DriverHandle {
 
 #[derive(Default)]
 struct Inbox {
-    /// New connections with the bytes that arrived after their HTTP head.
+    /// New connections with the bytes that arrived after their HTTP head (bound: one per finished
+    /// handshake; the bytes are what one read after the head brought).
     adopt: Vec<(Arc<Conn>, Vec<u8>)>,
-    /// (slot, connection id) of connections with new work.
+    /// (slot, connection id) of connections with new work. Bound: one entry per connection until
+    /// the driver runs it (`Conn::wake_queued`), whatever publishers and acks do.
     woken: Vec<(u32, u64)>,
 }
 
@@ -126,8 +128,9 @@ struct Driver {
     entries: Vec<Option<Box<Entry>>>,
     free: Vec<u32>,
     run: VecDeque<u32>,
-    /// Close deadlines: (when, slot, connection id).
+    /// Close deadlines: (when, slot, connection id). At most one per connection (`deadline_set`).
     deadlines: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    /// Connections paused by the global inbound bound, at most once each (`Entry::congested`).
     congested: Vec<u32>,
     congested_until: Option<Instant>,
     sleep: Pin<Box<Sleep>>,

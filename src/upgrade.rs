@@ -31,7 +31,8 @@ pub enum AuthVerdict {
     Reject { status: u16, message: String },
 }
 
-/// Upgrades waiting for JS, by handshake id.
+/// Upgrades waiting for JS, by handshake id. Bound: one entry per open socket in its handshake,
+/// each for at most `handshakeTimeoutMs` (its head at most 16 KiB, `MAX_HEAD_BYTES`).
 #[derive(Default)]
 pub struct PendingAuth {
     waiting: Mutex<HashMap<u64, oneshot::Sender<AuthVerdict>>>,
