@@ -733,12 +733,13 @@ class Connection {
 
   /** The message is done with (handled or dropped): acknowledge it and release its size. */
   _settle(message) {
-    this._acknowledge(message)
     const size = message.size
     if (size !== 0) {
       message.size = 0
-      this._ns.server._release(size)
+      this._ns.server._releasedBytes += size // flushed with the acks
     }
+    this._acknowledge(message)
+    if (size !== 0 && !this._ns.server._ackScheduled) this._ns.server._scheduleAcks()
   }
 
   /** Frees the message's slot in the connection's inflight window; its size stays charged. */

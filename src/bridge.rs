@@ -42,7 +42,7 @@ pub const KIND_SHUTDOWN: u8 = 3;
 pub const KIND_RAW: u8 = 4;
 pub const KIND_HANDSHAKE: u8 = 5;
 pub const KIND_ABANDONED: u8 = 6;
-pub const KIND_REQUEST: u8 = 7;
+pub const KIND_REQUEST: u8 = 7; // `push_message` writes KIND_MESSAGE and KIND_REQUEST as literals
 pub const KIND_REPLY: u8 = 8;
 
 #[derive(Default)]
@@ -154,10 +154,14 @@ impl Bridge {
     /// size of the frame it came in (charged to the budget).
     pub fn push_message(&self, id: u64, envelope: &Envelope<'_>, payload_len: usize) {
         let size = self.budget.charge(payload_len);
+        // The per-message path: plain pushes and `itoa`, no `fmt` machinery.
         self.push(|b| {
             let j = &mut b.json;
-            let kind = if envelope.id.is_some() { KIND_REQUEST } else { KIND_MESSAGE };
-            let _ = write!(j, "[{kind},{id},{},", envelope.event_json);
+            j.push_str(if envelope.id.is_some() { "[7," } else { "[1," });
+            push_int(j, id);
+            j.push(',');
+            j.push_str(envelope.event_json);
+            j.push(',');
             j.push_str(envelope.data.map_or("null", |d| d.get()));
             j.push(',');
             j.push_str(envelope.meta.map_or("null", |d| d.get()));
@@ -165,7 +169,9 @@ impl Bridge {
                 j.push(',');
                 push_json_str(j, req_id.get());
             }
-            let _ = write!(j, ",{size}]");
+            j.push(',');
+            push_int(j, size as u64);
+            j.push(']');
         });
     }
 
@@ -212,6 +218,10 @@ impl Bridge {
         }
         TakenBatch { json: batch.json, blobs: batch.blobs }
     }
+}
+
+fn push_int(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 fn push_json_opt(out: &mut String, s: Option<&str>) {

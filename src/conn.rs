@@ -344,8 +344,11 @@ impl Conn {
         self.inflight.load(Ordering::SeqCst) == 0
     }
 
+    /// Stores only a change: a `SeqCst` store is a locked instruction and runs happen per read.
     pub(crate) fn set_reading_paused(&self, paused: bool) {
-        self.reading_paused.store(paused, Ordering::SeqCst);
+        if self.reading_paused.load(Ordering::Relaxed) != paused {
+            self.reading_paused.store(paused, Ordering::SeqCst);
+        }
     }
 
     // ---- liveness ----
