@@ -3,6 +3,7 @@
 /// jemalloc for the addon's own allocations: its size classes fit our small per-connection
 /// allocations and tokio's 128-byte-aligned task cells (handshakes) better than glibc's
 /// `memalign`; it cut idle memory per connection by ~9% (measured in the commit that added it). `disable_initial_exec_tls`: the addon is `dlopen`ed.
+#[cfg(feature = "napi-addon")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod server;
 pub mod upgrade;
 
-/// The N-API adapter. Left out of `cargo test`: test binaries cannot link N-API symbols.
-#[cfg(not(test))]
+/// The N-API adapter. Left out of `cargo test` and of builds without the `napi-addon` feature
+/// (the fuzz targets): executables cannot link N-API symbols.
+#[cfg(all(feature = "napi-addon", not(test)))]
 mod addon;
