@@ -28,3 +28,13 @@ pub mod upgrade;
 /// (the fuzz targets): executables cannot link N-API symbols.
 #[cfg(all(feature = "napi-addon", not(test)))]
 mod addon;
+
+/// Replays the committed fuzz corpus through the fuzz targets' own checks on stable Rust. A unit
+/// test rather than `tests/`: integration tests link the rlib with the addon in it.
+#[cfg(test)]
+#[path = "../fuzz/replay.rs"]
+mod fuzz_corpus;
+
+/// Lets the shared fuzz checks name the crate `ferrosocket` from inside it, as the targets do.
+#[cfg(test)]
+extern crate self as ferrosocket;
