@@ -38,3 +38,28 @@ fn envelope_corpus() {
 fn upgrade_head_corpus() {
     replay("upgrade_head", checks::upgrade_head);
 }
+
+/// The JSON oracle of the envelope check is hand-written: pin down what it accepts.
+#[test]
+fn json_grammar_oracle() {
+    use checks::{json_kind, JsonKind::*};
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for (text, kind) in [
+        (r#" {"a" : [1, -0, 2.5e-3, 1E+400, "\ud800\n\u00E9", true, false, null, {}, []]} "#, Object),
+        ("[]", Array),
+        (r#""""#, String),
+        ("-12345678901234567890.0e0", Number),
+        ("null", Literal),
+        (r#"{"$serde_json::private::RawValue":"1"}"#, Object),
+        (&deep, Array),
+    ] {
+        assert_eq!(json_kind(text), Some(kind), "{text}");
+    }
+    for text in [
+        "", " ", "[1,]", "[,1]", "{,}", r#"{"a":1,}"#, r#"{"a" 1}"#, "{1:2}", "[1 2]", "[", "]",
+        "01", "1.", ".5", "-", "1e", "+1", "NaN", "tru", "nul", "\"\u{1}\"", r#""\x""#, r#""\u12""#,
+        "\"open", "1 2", "{}}", "[]]", "\u{a0}1", "'a'",
+    ] {
+        assert_eq!(json_kind(text), None, "{text:?}");
+    }
+}
