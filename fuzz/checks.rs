@@ -365,8 +365,8 @@ impl Grammar<'_> {
 }
 
 /// `read_head` on any bytes, then `decide` with one mounted path `/ws`. A complete head is at most
-/// the input (and 16 KiB), parses the same from its own bytes, and no shorter prefix of it is
-/// rejected or complete: the server reads it in pieces. Statuses are the documented ones and
+/// the input (and 16 KiB), parses the same from its own bytes, and its shorter prefixes (three
+/// sampled) are partial, not rejected or complete: the server reads it in pieces. Statuses are the documented ones and
 /// an accepted upgrade is a GET of `/ws` with a 20-byte SHA-1 accept key.
 pub fn upgrade_head(data: &[u8]) {
     match handshake::read_head(data) {
