@@ -135,7 +135,12 @@ impl MessageReader {
         let mut pos = 0;
         while let Some(header) = parse_header(&buf[pos..], self.max_payload)? {
             if header.frame_len() > buf.len() - pos {
-                if !header.is_control() && self.fragments_len() + header.payload_len > self.max_payload {
+                // A continuation that cannot fit the message fails before its payload is
+                // buffered. Only a continuation: any other data frame here is a protocol error,
+                // reported once complete, as when the same bytes arrive in one read.
+                if header.opcode == OP_CONTINUATION
+                    && self.fragments_len() + header.payload_len > self.max_payload
+                {
                     return Err(FrameError::TooLarge);
                 }
                 break;
@@ -367,6 +372,20 @@ mod tests {
         assert_eq!(got.len(), 1, "the count starts again with each message");
         let mut r = MessageReader::new(65536);
         assert_eq!(run(&mut r, &empty_continuations(1023)).1, Err(FrameError::TooFragmented));
+    }
+
+    #[test]
+    fn new_message_inside_a_fragmented_one_fails_the_same_however_split() {
+        // Found by fuzz/ (frame_reader): once the header of the second frame had arrived but not
+        // its payload, the "would exceed maxPayload" pre-check answered TooLarge (1009), while the
+        // same bytes in one read gave the protocol error (1002) that the frame really is.
+        let mut bytes = frame(0x01, &[b'a'; 6]);
+        bytes.extend(frame(0x81, &[b'b'; 6]));
+        let mut r = MessageReader::new(10);
+        assert!(matches!(run(&mut r, &bytes).1, Err(FrameError::Protocol(_))));
+        let mut r = MessageReader::new(10);
+        let mut results = bytes.iter().map(|b| run(&mut r, std::slice::from_ref(b)).1);
+        assert!(matches!(results.find(Result::is_err), Some(Err(FrameError::Protocol(_)))));
     }
 
     #[test]
