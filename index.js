@@ -5,7 +5,7 @@ const { Server } = require('./lib/server')
 const { defineContract } = require('./lib/contract')
 const { CloseCode } = require('./lib/close-codes')
 const { RequestError, RequestErrorCode } = require('./lib/requests')
-const binding = require('./binding.js')
+const binding = require('./lib/native')
 
 function createServer(options) {
   return new Server(options)

@@ -3,7 +3,7 @@
 // (validate + serialise once in JS, fan out in Rust) and lifecycle. Rust delivers events in
 // batches (see src/bridge.rs for the entry shapes); one JSON.parse decodes a whole batch.
 
-const { NativeServer } = require('../binding.js')
+const { NativeServer } = require('./native')
 const { Connection, RAW } = require('./connection')
 const { validateOutbound, hasEvent } = require('./contract')
 const { CloseCode, Reason, assertSendableCode } = require('./close-codes')
