@@ -139,7 +139,7 @@ test('a plain HTTP request to a WebSocket path gets 426, anything else 404', asy
 
 test('setup: package.json builds the addon on install and wires test/start', () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
-  assert.equal(pkg.scripts.prepare, 'napi build --platform --release --js binding.js --dts binding.d.ts')
+  assert.equal(pkg.scripts.prepare, 'napi build --platform --features napi-addon --release --js binding.js --dts binding.d.ts')
   assert.match(pkg.scripts.test, /node --test/)
   assert.match(pkg.scripts.test, /tsc -p __test__\/types/)
   assert.match(pkg.scripts.start, /examples\/chat/)

@@ -1,5 +1,5 @@
 'use strict'
-// Close codes and reasons the server uses (design §4), in one place.
+// Close codes and reasons the server uses (README "Close codes"), in one place.
 
 const CloseCode = Object.freeze({
   NORMAL: 1000,

@@ -19,7 +19,7 @@ const root = path.join(__dirname, '..')
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target')
 const cargo = process.env.CARGO || 'cargo'
 
-const built = spawnSync(cargo, ['build', '--release', '--lib', '--manifest-path', path.join(root, 'Cargo.toml')], {
+const built = spawnSync(cargo, ['build', '--release', '--lib', '--features', 'napi-addon', '--manifest-path', path.join(root, 'Cargo.toml')], {
   stdio: 'inherit',
   env: { ...process.env, CARGO_TARGET_DIR: targetDir },
 })

@@ -5,7 +5,8 @@ use crate::config::{Config, NamespaceConfig};
 use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
 use crate::upgrade::AuthVerdict;
 use crate::registry::Audience;
-use crate::server::Server;
+use crate::hooks::{panic::PanicOnEvent, reference::ReferenceHandlers};
+use crate::server::{HookFactory, Server};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -79,6 +80,15 @@ fn to_trust_proxy(o: &ServerOptions) -> Result<TrustProxy> {
     Ok(TrustProxy::None)
 }
 
+/// The bench's reference handlers or the panic test hook, when the (private) options ask for one.
+fn to_hook(o: &ServerOptions) -> Option<HookFactory> {
+    if o.reference_handlers == Some(true) {
+        return Some(Box::new(|registry| Arc::new(ReferenceHandlers::new(registry.clone()))));
+    }
+    let event = o.panic_on_event.clone()?;
+    Some(Box::new(move |_| Arc::new(PanicOnEvent { event })))
+}
+
 fn to_config(o: ServerOptions) -> Result<Config> {
     let d = Config::default();
     let trust_proxy = to_trust_proxy(&o)?;
@@ -122,8 +132,6 @@ fn to_config(o: ServerOptions) -> Result<Config> {
         protocols: o.protocols.unwrap_or_default(),
         require_protocol: o.require_protocol.unwrap_or(false),
         authenticate: o.authenticate.unwrap_or(false),
-        panic_on_event: o.panic_on_event,
-        reference_handlers: o.reference_handlers.unwrap_or(false),
     })
 }
 
@@ -153,9 +161,8 @@ impl NativeServer {
                 callback.call((), ThreadsafeFunctionCallMode::NonBlocking);
             }
         });
-        let server = Arc::new(
-            Server::new(to_config(options)?, wake).map_err(invalid)?,
-        );
+        let hook = to_hook(&options);
+        let server = Arc::new(Server::new(to_config(options)?, wake, hook).map_err(invalid)?);
         let blobs = Arc::new(Mutex::new(Vec::new()));
         // Weak: the callback must not keep the server (and its runtime) alive after JS drops it.
         let source: Weak<Server> = Arc::downgrade(&server);

@@ -48,10 +48,6 @@ pub struct Config {
     pub require_protocol: bool,
     /// Hold each upgrade until JS decides (`authenticate`).
     pub authenticate: bool,
-    /// Test hook: running a connection panics when it receives this event.
-    pub panic_on_event: Option<String>,
-    /// Bench hook: answer the benchmark protocol in Rust (see `reference.rs`).
-    pub reference_handlers: bool,
 }
 
 impl Default for Config {
@@ -84,8 +80,6 @@ impl Default for Config {
             require_protocol: false,
             authenticate: false,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            panic_on_event: None,
-            reference_handlers: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::outbound::{Push, WriteQueue, MAX_IOV};
 use crate::protocol::{close, frame};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use crate::driver::DriverHandle;
+use crate::wakeups::Wakeups;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -70,8 +70,9 @@ pub struct Conn {
     /// Non-blocking; registered with the driver's epoll set.
     stream: TcpStream,
     out: Mutex<Outgoing>,
-    /// The driver that runs this connection, and our slot in it once adopted.
-    driver: Arc<DriverHandle>,
+    /// Where we ask the driver that runs this connection for a run, and our slot in it once
+    /// adopted.
+    driver: Arc<Wakeups>,
     slot: AtomicU32,
     /// A wake-up is on its way to the driver. Others change state before waking and the driver
     /// takes the flag before running the connection, so no wake-up is lost and bursts of
@@ -99,7 +100,7 @@ impl Conn {
         id: u64,
         namespace: usize,
         stream: TcpStream,
-        driver: Arc<DriverHandle>,
+        driver: Arc<Wakeups>,
         max_queued_messages: usize,
         max_buffered_bytes: usize,
         max_inflight: u32,
@@ -157,7 +158,7 @@ impl Conn {
         }
         let slot = self.slot.load(Ordering::Acquire);
         if slot != NO_SLOT {
-            self.driver.wake(slot, self.id);
+            self.driver.push(slot, self.id);
         }
         // Not adopted yet: adoption runs the connection anyway, after taking the flag.
     }

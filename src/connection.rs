@@ -3,15 +3,18 @@
 //! messages to the bridge, answer pings. The state here is the part only the driver touches; the
 //! part publishers share lives in [`Conn`]. When [`Session::run`] reports [`Step::Done`], the
 //! driver calls [`finish`]: unregister the connection and report its close to JS.
+//!
+//! What a session needs from the rest of the server is one narrow [`SessionContext`]: the
+//! options, the bridge to JS, the runtime's side of a departure ([`Departures`]) and an optional
+//! [`InboundHook`]. This module knows nothing of the runtime, the fan-out index or the hooks.
 
 use crate::bridge::Bridge;
 use crate::conn::Conn;
-use crate::envelope::{self, Frame};
+use crate::envelope::{self, Envelope, Frame};
 use crate::protocol::close;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::reader::{Flow, Incoming, MessageReader};
-use crate::reference;
-use crate::server::Shared;
+use crate::config::Config;
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
@@ -29,7 +32,36 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
 }
 
-/// Invalid input the application layer cares about (design §4).
+/// What running connections needs from the rest of the server, and nothing more. One per server,
+/// shared by every driver.
+pub struct SessionContext {
+    pub config: Arc<Config>,
+    pub bridge: Arc<Bridge>,
+    pub departures: Arc<dyn Departures>,
+    /// Code that answers messages in Rust (bench/test scaffolding installed by the addon);
+    /// applications run without one, which costs one branch per message.
+    pub hook: Option<Arc<dyn InboundHook>>,
+}
+
+/// The runtime's side of a connection ending (its fan-out index, its connection count).
+pub trait Departures: Send + Sync {
+    /// Before JS hears of the close: from now on no publish reaches the connection.
+    fn unregister(&self, id: u64);
+    /// After JS was told: the connection no longer counts (shutdown waits for this).
+    fn released(&self);
+}
+
+/// A seam for handling messages inside Rust instead of JS: the bench's reference handlers and the
+/// panic test hook (`crate::hooks`). It sees every event or request that passed the contract
+/// checks, in the driver thread, before it would be charged to the inbound budget.
+pub trait InboundHook: Send + Sync {
+    /// True when the hook handled the message (JS never sees it).
+    fn on_event(&self, conn: &Arc<Conn>, envelope: &Envelope<'_>) -> bool;
+    /// After the input of one socket read was dispatched (e.g. to write what `on_event` queued).
+    fn after_input(&self) {}
+}
+
+/// Invalid input the application layer cares about.
 #[derive(Clone, Copy)]
 enum Invalid {
     Payload,
@@ -86,9 +118,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: &Shared) -> Self {
+    pub(crate) fn new(ctx: &SessionContext) -> Self {
         Self {
-            reader: MessageReader::new(shared.config.max_payload),
+            reader: MessageReader::new(ctx.config.max_payload),
             readable: false,
             peer_closed: false,
             discarding: false,
@@ -107,8 +139,7 @@ impl Session {
     }
 
     /// One run: flush, advance the close handshake, read what is available (bounded).
-    /// `corked` collects connections the Rust reference handlers queued frames for.
-    pub(crate) fn run(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>) -> Step {
+    pub(crate) fn run(&mut self, conn: &Arc<Conn>, ctx: &SessionContext) -> Step {
         for _ in 0..STEPS_PER_RUN {
             if conn.is_terminated() {
                 return Step::Done;
@@ -120,7 +151,7 @@ impl Session {
             };
             let closing = conn.is_closing();
             if closing {
-                let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + shared.config.close_timeout);
+                let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + ctx.config.close_timeout);
                 if Instant::now() >= deadline {
                     return Step::Done; // the peer never completed the close handshake
                 }
@@ -141,7 +172,7 @@ impl Session {
             if self.read_eof {
                 return Step::Done; // the peer is gone: nothing more can be delivered
             }
-            let may_read = |conn: &Conn| !conn.inflight_full() && shared.bridge.budget().admits(conn.nothing_inflight());
+            let may_read = |conn: &Conn| !conn.inflight_full() && ctx.bridge.budget().admits(conn.nothing_inflight());
             let flow_paused = !closing && !may_read(conn);
             conn.set_reading_paused(flow_paused);
             if flow_paused {
@@ -150,7 +181,7 @@ impl Session {
                 if may_read(conn) {
                     continue;
                 }
-                return self.paused(conn, shared);
+                return self.paused(conn, ctx);
             }
             if !self.readable {
                 return match self.close_deadline {
@@ -158,7 +189,7 @@ impl Session {
                     _ => Step::Wait,
                 };
             }
-            self.read_available(conn, shared, corked);
+            self.read_available(conn, ctx);
         }
         Step::Again
     }
@@ -168,7 +199,7 @@ impl Session {
     /// to catch up and read the rest normally, so a slow handler loses nothing. After that, what
     /// it sent and we never read is dropped, so a handler that never settles cannot hold a
     /// departed peer's socket.
-    fn paused(&mut self, conn: &Conn, shared: &Shared) -> Step {
+    fn paused(&mut self, conn: &Conn, ctx: &SessionContext) -> Step {
         // With messages in flight, their ack wakes us (it also brings the bytes JS released).
         // With none, only the global bound holds us and nobody owns that: the driver polls.
         let polled = conn.nothing_inflight();
@@ -180,7 +211,7 @@ impl Session {
         if !self.peer_hung_up {
             return wait;
         }
-        let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + shared.config.close_timeout);
+        let deadline = *self.close_deadline.get_or_insert_with(|| Instant::now() + ctx.config.close_timeout);
         if Instant::now() >= deadline {
             self.abandoned = true;
             return Step::Done;
@@ -193,7 +224,7 @@ impl Session {
     }
 
     /// Reads what the socket has (bounded per run) and processes it in place.
-    fn read_available(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>) {
+    fn read_available(&mut self, conn: &Arc<Conn>, ctx: &SessionContext) {
         for _ in 0..READS_PER_RUN {
             let outcome = SCRATCH.with(|scratch| {
                 let mut buf = scratch.borrow_mut();
@@ -201,7 +232,7 @@ impl Session {
                     Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => {
                         conn.touch();
-                        self.ingest(conn, shared, corked, &mut buf[..n]);
+                        self.ingest(conn, ctx, &mut buf[..n]);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -219,7 +250,7 @@ impl Session {
                     return;
                 }
             }
-            if !conn.is_closing() && (conn.inflight_full() || !shared.bridge.budget().admits(conn.nothing_inflight())) {
+            if !conn.is_closing() && (conn.inflight_full() || !ctx.bridge.budget().admits(conn.nothing_inflight())) {
                 // `run` decides how to wait.
                 return;
             }
@@ -227,15 +258,15 @@ impl Session {
     }
 
     /// Parses bytes read from the socket (or that arrived with the HTTP head) and dispatches them.
-    pub(crate) fn ingest(&mut self, conn: &Arc<Conn>, shared: &Shared, corked: &mut Vec<Arc<Conn>>, bytes: &mut [u8]) {
+    pub(crate) fn ingest(&mut self, conn: &Arc<Conn>, ctx: &SessionContext, bytes: &mut [u8]) {
         if self.discarding || self.peer_closed {
             return;
         }
-        let mut dispatch = Dispatch { conn, shared, peer_closed: false, corked };
+        let mut dispatch = Dispatch { conn, ctx, peer_closed: false };
         let result = self.reader.feed(bytes, &mut |message| dispatch.on_incoming(message));
         self.peer_closed = dispatch.peer_closed;
-        if !corked.is_empty() {
-            reference::flush(corked);
+        if let Some(hook) = &ctx.hook {
+            hook.after_input();
         }
         let failure = match result {
             Ok(_) => return,
@@ -252,15 +283,13 @@ impl Session {
 
 struct Dispatch<'a> {
     conn: &'a Arc<Conn>,
-    shared: &'a Shared,
+    ctx: &'a SessionContext,
     peer_closed: bool,
-    /// Connections with frames queued by the Rust reference handlers, written after each read.
-    corked: &'a mut Vec<Arc<Conn>>,
 }
 
 impl Dispatch<'_> {
     fn bridge(&self) -> &Bridge {
-        &self.shared.bridge
+        &self.ctx.bridge
     }
 
     fn on_incoming(&mut self, message: Incoming<'_>) -> Flow {
@@ -288,7 +317,7 @@ impl Dispatch<'_> {
         if self.conn.is_closing() {
             return; // we are closing: nothing more reaches the application
         }
-        let namespace = &self.shared.config.namespaces[self.conn.namespace()];
+        let namespace = &self.ctx.config.namespaces[self.conn.namespace()];
         if namespace.raw {
             self.bridge().push_raw(self.conn.id, binary, payload.to_vec()); // charged to the budget
             self.conn.message_delivered();
@@ -309,7 +338,7 @@ impl Dispatch<'_> {
         };
         if let Some(req_id) = envelope.id {
             if !namespace.accepts_request(&envelope.event) {
-                // Answered here, the connection stays open (design §3: a request gets a reply).
+                // Answered here, the connection stays open: a request always gets a reply.
                 let message = format!("Unknown request \"{}\"", envelope.event);
                 let reply = envelope::error_reply(req_id.get(), "unknown_request", &message);
                 self.conn.send(&frame::encode(frame::OP_TEXT, reply.as_bytes()));
@@ -318,13 +347,10 @@ impl Dispatch<'_> {
         } else if !namespace.accepts_event(&envelope.event) {
             return self.invalid(Invalid::UnknownEvent);
         }
-        if self.shared.config.panic_on_event.as_deref() == Some(envelope.event.as_ref()) {
-            panic!("ferrosocket test hook: panic on event {:?}", envelope.event);
-        }
-        if self.shared.config.reference_handlers
-            && reference::handle(self.conn, self.shared, &envelope, self.corked)
-        {
-            return;
+        if let Some(hook) = &self.ctx.hook {
+            if hook.on_event(self.conn, &envelope) {
+                return;
+            }
         }
         self.bridge().push_message(self.conn.id, &envelope, payload.len());
         self.conn.message_delivered();
@@ -332,7 +358,7 @@ impl Dispatch<'_> {
 
     fn invalid(&self, kind: Invalid) {
         let (code, reason, error_code) = kind.close();
-        if self.shared.config.reply_on_invalid {
+        if self.ctx.config.reply_on_invalid {
             let data = serde_json::json!({ "code": error_code, "message": reason });
             let payload = envelope::event_payload("error", &data);
             self.conn.send(&frame::encode(frame::OP_TEXT, payload.as_bytes()));
@@ -345,16 +371,16 @@ impl Dispatch<'_> {
 /// Ends a connection (normally, by error, or after its run panicked): removes it from every
 /// index, releases the socket and tells JS how it closed, always after its messages.
 /// `abandoned`: see [`Session::abandoned`].
-pub(crate) fn finish(conn: &Conn, shared: &Shared, panicked: bool, abandoned: bool) {
+pub(crate) fn finish(conn: &Conn, ctx: &SessionContext, panicked: bool, abandoned: bool) {
     if panicked {
         conn.set_report_if_none(close::INTERNAL_ERROR, "Internal error");
     }
     let report = conn.report();
     let (code, reason) = report.as_ref().map_or((close::ABNORMAL, ""), |r| (r.code, r.reason.as_str()));
-    shared.registry.remove(conn.id);
+    ctx.departures.unregister(conn.id);
     // Closing the descriptor (when the last `Arc<Conn>` goes) also removes it from the driver's
     // epoll set; shutting down now makes the peer see the end even while publishers hold it.
     let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Both);
-    shared.bridge.push_close(conn.id, code, reason, abandoned);
-    shared.connection_closed();
+    ctx.bridge.push_close(conn.id, code, reason, abandoned);
+    ctx.departures.released();
 }

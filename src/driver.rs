@@ -13,9 +13,8 @@
 //! real (a spurious run only finds nothing to do).
 
 use crate::conn::Conn;
-use crate::connection::{self, Session, Step};
-use crate::server::Shared;
-use atomic_waker::AtomicWaker;
+use crate::connection::{self, Session, SessionContext, Step};
+use crate::wakeups::Wakeups;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use parking_lot::Mutex;
@@ -41,43 +40,35 @@ const CONGESTION_POLL: Duration = Duration::from_millis(5);
 
 /// What other threads hold to hand a driver work.
 pub struct DriverHandle {
-    inbox: Mutex<Inbox>,
-    waker: AtomicWaker,
-}
-
-#[derive(Default)]
-struct Inbox {
     /// New connections with the bytes that arrived after their HTTP head (bound: one per finished
     /// handshake; the bytes are what one read after the head brought).
-    adopt: Vec<(Arc<Conn>, Vec<u8>)>,
-    /// (slot, connection id) of connections with new work. Bound: one entry per connection until
-    /// the driver runs it (`Conn::wake_queued`), whatever publishers and acks do.
-    woken: Vec<(u32, u64)>,
+    adopt: Mutex<Vec<(Arc<Conn>, Vec<u8>)>>,
+    /// Connections with new work (they hold this too, see [`Conn::new`]).
+    wakeups: Arc<Wakeups>,
 }
 
 impl DriverHandle {
     /// Hands a freshly upgraded connection (non-blocking socket) to this driver.
     pub(crate) fn adopt(&self, conn: Arc<Conn>, early: Vec<u8>) {
-        self.inbox.lock().adopt.push((conn, early));
-        self.waker.wake();
+        self.adopt.lock().push((conn, early));
+        self.wakeups.notify();
     }
 
-    /// Runs connection `id` in `slot` soon (it queued frames, was acked, or must close).
-    pub(crate) fn wake(&self, slot: u32, id: u64) {
-        self.inbox.lock().woken.push((slot, id));
-        self.waker.wake();
+    /// The queue a connection of this driver wakes it through.
+    pub(crate) fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
     }
 }
 
 /// Creates a driver's handle and the state its task runs on.
 pub(crate) fn new_driver() -> io::Result<(Arc<DriverHandle>, mio::Poll)> {
     let poll = mio::Poll::new()?;
-    let handle = DriverHandle { inbox: Mutex::default(), waker: AtomicWaker::new() };
+    let handle = DriverHandle { adopt: Mutex::default(), wakeups: Arc::default() };
     Ok((Arc::new(handle), poll))
 }
 
 /// The driver task: runs until the runtime shuts down. Must be spawned on the runtime.
-pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, shared: Arc<Shared>) {
+pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, ctx: Arc<SessionContext>) {
     // SAFETY: the `AsyncFd` owns the `mio::Poll`, so the epoll descriptor stays open and the same
     // for the `AsyncFd`'s whole life (mio::Poll never replaces its descriptor).
     let ready = match unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) } {
@@ -91,7 +82,7 @@ pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, shared: Arc<
     let mut driver = Driver {
         ready,
         handle,
-        shared,
+        ctx,
         events: Events::with_capacity(EVENTS_PER_CALL),
         entries: Vec::new(),
         free: Vec::new(),
@@ -101,8 +92,8 @@ pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, shared: Arc<
         congested_until: None,
         sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
         sleep_armed: None,
-        corked: Vec::new(),
-        inbox: Inbox::default(),
+        adopting: Vec::new(),
+        woken: Vec::new(),
     };
     std::future::poll_fn(|cx| driver.poll(cx)).await;
 }
@@ -122,7 +113,7 @@ struct Driver {
     /// The driver's own epoll set, registered with tokio: readable when it has events.
     ready: AsyncFd<mio::Poll>,
     handle: Arc<DriverHandle>,
-    shared: Arc<Shared>,
+    ctx: Arc<SessionContext>,
     events: Events,
     /// Connections by slot (= epoll token). Boxed: the vector's spare capacity costs 8 B a slot.
     entries: Vec<Option<Box<Entry>>>,
@@ -135,15 +126,14 @@ struct Driver {
     congested_until: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     sleep_armed: Option<Instant>,
-    /// Connections the Rust reference handlers queued frames for (see `reference`).
-    corked: Vec<Arc<Conn>>,
-    /// Spare buffers swapped with the handle's inbox.
-    inbox: Inbox,
+    /// Spare buffers swapped with the handle's queues.
+    adopting: Vec<(Arc<Conn>, Vec<u8>)>,
+    woken: Vec<(u32, u64)>,
 }
 
 impl Driver {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.handle.waker.register(cx.waker());
+        self.handle.wakeups.register(cx.waker());
         let mut budget = RUNS_PER_POLL;
         loop {
             let mut progress = self.take_inbox();
@@ -184,19 +174,23 @@ impl Driver {
 
     /// Adopts new connections and queues woken ones. True when there was anything.
     fn take_inbox(&mut self) -> bool {
+        let mut any = false;
         {
-            let mut inbox = self.handle.inbox.lock();
-            if inbox.adopt.is_empty() && inbox.woken.is_empty() {
-                return false;
+            let mut adopt = self.handle.adopt.lock();
+            if !adopt.is_empty() {
+                std::mem::swap(&mut *adopt, &mut self.adopting);
+                any = true;
             }
-            std::mem::swap(&mut *inbox, &mut self.inbox);
         }
-        let mut adopt = std::mem::take(&mut self.inbox.adopt);
-        for (conn, early) in adopt.drain(..) {
+        let mut adopting = std::mem::take(&mut self.adopting);
+        for (conn, early) in adopting.drain(..) {
             self.adopt(conn, early);
         }
-        self.inbox.adopt = adopt;
-        for (slot, id) in self.inbox.woken.drain(..) {
+        self.adopting = adopting;
+        if !self.handle.wakeups.take(&mut self.woken) {
+            return any;
+        }
+        for (slot, id) in self.woken.drain(..) {
             if let Some(Some(entry)) = self.entries.get_mut(slot as usize) {
                 if entry.conn.id == id && !entry.queued {
                     entry.queued = true;
@@ -222,19 +216,18 @@ impl Driver {
         if self.ready.get_ref().registry().register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
             self.free.push(slot);
             conn.terminate();
-            connection::finish(&conn, &self.shared, false, false);
+            connection::finish(&conn, &self.ctx, false, false);
             return;
         }
-        let session = Session::new(&self.shared);
+        let session = Session::new(&self.ctx);
         let entry = Entry { conn, session, queued: true, deadline_set: false, congested: false };
         let entry = self.entries[slot as usize].insert(Box::new(entry));
         if !early.is_empty() {
-            let (shared, corked) = (&*self.shared, &mut self.corked);
+            let ctx = &*self.ctx;
             let ingested = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                entry.session.ingest(&entry.conn, shared, corked, &mut early)
+                entry.session.ingest(&entry.conn, ctx, &mut early)
             }));
             if ingested.is_err() {
-                self.corked.clear();
                 return self.remove(slot, true);
             }
         }
@@ -288,13 +281,11 @@ impl Driver {
         let Some(Some(entry)) = self.entries.get_mut(slot as usize) else { return };
         entry.queued = false;
         entry.conn.take_wake();
-        let shared = &*self.shared;
-        let corked = &mut self.corked;
-        let step = std::panic::catch_unwind(AssertUnwindSafe(|| entry.session.run(&entry.conn, shared, corked)));
+        let ctx = &*self.ctx;
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| entry.session.run(&entry.conn, ctx)));
         let step = match step {
             Ok(step) => step,
             Err(_) => {
-                self.corked.clear();
                 return self.remove(slot, true);
             }
         };
@@ -328,7 +319,7 @@ impl Driver {
     fn remove(&mut self, slot: u32, panicked: bool) {
         if let Some(entry) = self.entries[slot as usize].take() {
             self.free.push(slot);
-            connection::finish(&entry.conn, &self.shared, panicked, entry.session.abandoned());
+            connection::finish(&entry.conn, &self.ctx, panicked, entry.session.abandoned());
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The wire frames of design §3: events `{"event", "data", "meta"?}`, requests (an event plus
+//! The wire frames (README "Wire protocol"): events `{"event", "data", "meta"?}`, requests (an event plus
 //! `"id"`) and replies `{"id", "data"}` / `{"id", "error": {"code", "message"}}`.
 //!
 //! Rust only splits a frame: it checks the shape, finds the event name (to reject events outside

@@ -1,4 +1,23 @@
-//! ferrosocket core. Everything but `napi_api` is plain Rust, unit-tested with `cargo test`.
+//! ferrosocket's core: a WebSocket runtime whose transport is Rust, driven from Node through the
+//! N-API adapter (`addon`, left out of tests and of builds without the `napi-addon` feature).
+//!
+//! Layout, bottom to top; a module depends only on modules above it in this list (checked by
+//! `scripts/check-deps.mjs`):
+//! - `protocol`: RFC 6455 as pure functions over bytes (`error` is the leaf, then `close`, `frame`,
+//!   `reader`, `handshake`, `policy`).
+//! - `config`: validated options.
+//! - `envelope`, `inbound`, `bridge`: splitting JSON envelopes, the global inbound bound, and the
+//!   batch handed to JS.
+//! - transport: `outbound` (write queue), `wakeups`, `conn` (state shared with publishers),
+//!   `connection` (what a run of one WebSocket does, and the `SessionContext`, `Departures` and
+//!   `InboundHook` seams), `driver` (many connections per I/O thread).
+//! - fan-out: `registry` (who is in an audience).
+//! - runtime: `lifecycle` (connection count, ids, shutdown waiting), `upgrade` (handshakes),
+//!   `server` (builds the contexts, publishes, heartbeats, shuts down).
+//! - `hooks`: Rust-side handlers the addon may install (bench reference, panic test hook).
+//!
+//! Unit tests sit next to the logic they test; the runtime is driven over real sockets by the
+//! Node suites in `__test__/` and `test/abuse/`.
 
 /// jemalloc for the addon's own allocations: its size classes fit our small per-connection
 /// allocations and tokio's 128-byte-aligned task cells (handshakes) better than glibc's
@@ -17,13 +36,15 @@ pub mod conn;
 pub mod connection;
 pub mod driver;
 pub mod envelope;
+pub mod hooks;
 pub mod inbound;
+pub mod lifecycle;
 pub mod outbound;
 pub mod protocol;
-pub mod reference;
 pub mod registry;
 pub mod server;
 pub mod upgrade;
+pub mod wakeups;
 
 /// The N-API adapter. Left out of `cargo test` and of builds without the `napi-addon` feature
 /// (the fuzz targets): executables cannot link N-API symbols.

@@ -1,6 +1,6 @@
 //! One connection's outbound queue: encoded frames waiting for the socket to accept them.
 //!
-//! Bounded by messages and bytes (design §2 "flow control"). Frames are `Bytes`, so a fan-out
+//! Bounded by messages and bytes (`backpressure` options). Frames are `Bytes`, so a fan-out
 //! frame queued for 10,000 connections is one allocation with 10,000 reference counts. Only the
 //! frame at the head can be partially written; overflow keeps that one (its tail must still go
 //! out or the stream is corrupt) and drops the rest, so a stuck reader frees its memory at once.

@@ -1,21 +1,22 @@
-//! The server: owns the tokio runtime, the listener and the shared state every connection
-//! sees. Accepts TCP connections, runs each HTTP upgrade as a task, starts the connection drivers
-//! that run the WebSockets, runs the heartbeat sweep, publishes frames to audiences and drives
-//! graceful shutdown.
+//! The server: owns the tokio runtime and the listener, builds the narrow context each part runs
+//! on ([`SessionContext`] for the connection drivers, [`UpgradeContext`] for handshakes), accepts
+//! TCP connections, runs the heartbeat sweep, publishes frames to audiences and drives graceful
+//! shutdown. The top of the core: it depends on every module below it, none depends on it.
 
 use crate::bridge::{Bridge, TakenBatch};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::driver::{self, DriverHandle};
+use crate::connection::{Departures, InboundHook, SessionContext};
+use crate::driver;
+use crate::lifecycle::Lifecycle;
 use crate::protocol::close;
 use crate::protocol::frame;
 use crate::registry::{Audience, Registry};
-use crate::upgrade::{self, AuthVerdict, PendingAuth};
+use crate::upgrade::{self, AuthVerdict, PendingAuth, UpgradeContext};
 use parking_lot::Mutex;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -23,67 +24,34 @@ use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// State shared by the server handle and every handshake and driver.
-pub struct Shared {
-    pub config: Config,
-    pub registry: Registry<Arc<Conn>>,
-    pub bridge: Arc<Bridge>,
-    open: AtomicUsize,
-    next_id: AtomicU64,
-    shutting_down: AtomicBool,
-    all_closed: Notify,
-    pub(crate) pending_auth: PendingAuth,
-    /// One connection driver per I/O thread; a connection's id picks its driver.
-    drivers: Vec<Arc<DriverHandle>>,
+/// A closure the runtime calls once its fan-out index exists, to build the [`InboundHook`] the
+/// addon asked for (the bench's reference handlers need the index; applications install none).
+pub type HookFactory = Box<dyn FnOnce(&Arc<Registry<Arc<Conn>>>) -> Arc<dyn InboundHook>>;
+
+/// The runtime's side of a departure (see [`Departures`]): out of the fan-out index, then out of
+/// the connection count.
+struct Unregister {
+    registry: Arc<Registry<Arc<Conn>>>,
+    lifecycle: Arc<Lifecycle>,
 }
 
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+impl Departures for Unregister {
+    fn unregister(&self, id: u64) {
+        self.registry.remove(id);
     }
 
-    pub(crate) fn driver_for(&self, id: u64) -> &Arc<DriverHandle> {
-        &self.drivers[(id % self.drivers.len() as u64) as usize]
-    }
-
-    pub(crate) fn next_connection_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Called by a connection's lifecycle guard after it reported its close.
-    pub(crate) fn connection_closed(&self) {
-        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.all_closed.notify_waiters();
-        }
-    }
-
-    /// Reserves a slot under `maxConnections`; false when full.
-    pub(crate) fn try_open(&self) -> bool {
-        let max = self.config.max_connections;
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1))
-            .is_ok()
-    }
-
-    /// Waits until no connection is open, or `deadline` passes; true when all are closed.
-    async fn wait_all_closed(&self, deadline: tokio::time::Instant) -> bool {
-        loop {
-            let notified = self.all_closed.notified();
-            let mut notified = pin!(notified);
-            notified.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return self.open.load(Ordering::Acquire) == 0,
-            }
-        }
+    fn released(&self) {
+        self.lifecycle.released();
     }
 }
 
 pub struct Server {
-    shared: Arc<Shared>,
+    config: Arc<Config>,
+    registry: Arc<Registry<Arc<Conn>>>,
+    bridge: Arc<Bridge>,
+    lifecycle: Arc<Lifecycle>,
+    /// What every handshake task gets (the pending `authenticate` verdicts live there).
+    upgrades: Arc<UpgradeContext>,
     /// Set while JS dispatches a batch: publishes only queue, and `uncork` writes each touched
     /// connection once, so k frames for one socket cost one syscall instead of k.
     corked: AtomicBool,
@@ -97,9 +65,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// `wake_js` is called (from any thread) when a new batch of events is ready for JS.
-    pub fn new(config: Config, wake_js: Box<dyn Fn() + Send + Sync>) -> Result<Self, String> {
+    /// `wake_js` is called (from any thread) when a new batch of events is ready for JS; `hook`
+    /// builds the optional [`InboundHook`] (see [`HookFactory`]).
+    pub fn new(config: Config, wake_js: Box<dyn Fn() + Send + Sync>, hook: Option<HookFactory>) -> Result<Self, String> {
         config.validate()?;
+        let config = Arc::new(config);
         let bridge = Arc::new(Bridge::new(config.max_pending_bytes, wake_js));
         let park_bridge = bridge.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -116,22 +86,31 @@ impl Server {
             .map_err(|e| format!("cannot start the connection drivers: {e}"))?
             .into_iter()
             .unzip();
-        let shared = Arc::new(Shared {
-            registry: Registry::new(config.namespaces.len()),
-            bridge,
-            open: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
-            all_closed: Notify::new(),
+        let registry = Arc::new(Registry::new(config.namespaces.len()));
+        let lifecycle = Arc::new(Lifecycle::new(config.max_connections));
+        let sessions = Arc::new(SessionContext {
+            config: config.clone(),
+            bridge: bridge.clone(),
+            departures: Arc::new(Unregister { registry: registry.clone(), lifecycle: lifecycle.clone() }),
+            hook: hook.map(|build| build(&registry)),
+        });
+        let upgrades = Arc::new(UpgradeContext {
+            config: config.clone(),
+            registry: registry.clone(),
+            bridge: bridge.clone(),
+            lifecycle: lifecycle.clone(),
             pending_auth: PendingAuth::default(),
             drivers: drivers.clone(),
-            config,
         });
         for (handle, poll) in drivers.into_iter().zip(polls) {
-            runtime.spawn(driver::run(handle, poll, shared.clone()));
+            runtime.spawn(driver::run(handle, poll, sessions.clone()));
         }
         Ok(Self {
-            shared,
+            config,
+            registry,
+            bridge,
+            lifecycle,
+            upgrades,
             runtime: Some(runtime),
             corked: AtomicBool::new(false),
             corked_conns: Mutex::new(Vec::new()),
@@ -151,10 +130,10 @@ impl Server {
         if let Some(port) = *self.port.lock() {
             return Ok(port);
         }
-        if self.shared.shutting_down.load(Ordering::Acquire) {
+        if self.lifecycle.is_shutting_down() {
             return Err(io::Error::other("the server was shut down"));
         }
-        let config = &self.shared.config;
+        let config = &self.config;
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()?
             .next()
@@ -163,10 +142,10 @@ impl Server {
         let port = listener.local_addr()?.port();
         let _guard = self.runtime().enter();
         let listener = TcpListener::from_std(listener)?;
-        let accept = self.runtime().spawn(accept_loop(listener, self.shared.clone(), self.stop_accepting.clone()));
+        let accept = self.runtime().spawn(accept_loop(listener, self.upgrades.clone(), self.stop_accepting.clone()));
         *self.accept_task.lock() = Some(accept);
         if let Some(interval) = config.heartbeat_interval {
-            self.tasks.lock().push(self.runtime().spawn(heartbeat_loop(self.shared.clone(), interval)));
+            self.tasks.lock().push(self.runtime().spawn(heartbeat_loop(self.registry.clone(), interval)));
         }
         *self.port.lock() = Some(port);
         Ok(port)
@@ -181,13 +160,13 @@ impl Server {
         let frame = frame::encode(frame::OP_TEXT, payload);
         if self.corked.load(Ordering::Relaxed) {
             let mut pending = self.corked_conns.lock();
-            self.shared.registry.for_each_in(audience, |conn| {
+            self.registry.for_each_in(audience, |conn| {
                 if conn.send_corked(&frame) {
                     pending.push(conn.clone());
                 }
             })
         } else {
-            self.shared.registry.for_each_in(audience, |conn| {
+            self.registry.for_each_in(audience, |conn| {
                 conn.send(&frame);
             })
         }
@@ -196,7 +175,7 @@ impl Server {
     /// Sends a frame to one connection; false when it does not exist or is closing.
     pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
         let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
-        let Some(conn) = self.shared.registry.get(id) else { return false };
+        let Some(conn) = self.registry.get(id) else { return false };
         let frame = frame::encode(opcode, payload);
         if self.corked.load(Ordering::Relaxed) {
             if conn.send_corked(&frame) {
@@ -223,35 +202,35 @@ impl Server {
     }
 
     pub fn join(&self, id: u64, room: &str) -> bool {
-        self.shared.registry.join(id, room)
+        self.registry.join(id, room)
     }
 
     pub fn leave(&self, id: u64, room: &str) -> bool {
-        self.shared.registry.leave(id, room)
+        self.registry.leave(id, room)
     }
 
     pub fn set_user(&self, id: u64, user: Option<&str>) -> bool {
-        self.shared.registry.set_user(id, user)
+        self.registry.set_user(id, user)
     }
 
     pub fn close(&self, id: u64, code: u16, reason: &str) {
-        if let Some(conn) = self.shared.registry.get(id) {
+        if let Some(conn) = self.registry.get(id) {
             conn.close(code, reason);
         }
     }
 
     /// Last ping round-trip of a connection in microseconds.
     pub fn rtt_us(&self, id: u64) -> Option<u64> {
-        self.shared.registry.get(id).map(|c| c.rtt_us())
+        self.registry.get(id).map(|c| c.rtt_us())
     }
 
     /// JS finished with messages: `(connection id, count)` pairs for per-connection flow control
     /// (closed connections need none), and `released` bytes for the global inbound budget (the
     /// sizes of messages handled or dropped, whatever their connection's state).
     pub fn ack(&self, acks: impl Iterator<Item = (u64, u32)>, released: usize) {
-        self.shared.bridge.budget().release(released);
+        self.bridge.budget().release(released);
         for (id, n) in acks {
-            if let Some(conn) = self.shared.registry.get(id) {
+            if let Some(conn) = self.registry.get(id) {
                 conn.ack(n);
             }
         }
@@ -259,12 +238,12 @@ impl Server {
 
     /// Inbound bytes charged to the global budget and not yet released by JS.
     pub fn inbound_pending_bytes(&self) -> usize {
-        self.shared.bridge.budget().held()
+        self.bridge.budget().held()
     }
 
     /// JS's answer to a held upgrade; false when that handshake is no longer waiting.
     pub fn resolve_handshake(&self, id: u64, verdict: AuthVerdict) -> bool {
-        self.shared.pending_auth.resolve(id, verdict)
+        self.upgrades.pending_auth.resolve(id, verdict)
     }
 
     /// Takes over a socket whose HTTP request another server (Node's `http`) has read: `fd` is
@@ -272,7 +251,7 @@ impl Server {
     /// head and any bytes read after it. The handshake then runs exactly as for our listener.
     pub fn adopt(&self, fd: i32, initial: Vec<u8>) -> io::Result<()> {
         use std::os::fd::BorrowedFd;
-        if self.shared.is_shutting_down() {
+        if self.lifecycle.is_shutting_down() {
             return Err(io::Error::other("the server was shut down"));
         }
         // SAFETY: the caller guarantees `fd` is an open socket descriptor for the duration of
@@ -284,49 +263,49 @@ impl Server {
         let peer = std_stream.peer_addr()?;
         let _guard = self.runtime().enter();
         let stream = tokio::net::TcpStream::from_std(std_stream)?;
-        self.runtime().spawn(upgrade::handshake_then_serve(stream, peer, self.shared.clone(), initial));
+        self.runtime().spawn(upgrade::handshake_then_serve(stream, peer, self.upgrades.clone(), initial));
         Ok(())
     }
 
     /// Unix time in milliseconds of the last frame from a connection.
     pub fn last_seen_ms(&self, id: u64) -> Option<u64> {
-        self.shared.registry.get(id).map(|c| c.last_seen_ms())
+        self.registry.get(id).map(|c| c.last_seen_ms())
     }
 
     pub fn take_batch(&self) -> TakenBatch {
-        self.shared.bridge.take()
+        self.bridge.take()
     }
 
     /// Graceful shutdown: stop accepting and release the port, queue a close frame behind what
     /// each connection already has queued, wait up to `timeout` for close handshakes, terminate
     /// the rest, then report completion through the bridge (after every close event).
     pub fn shutdown(&self, code: u16, reason: &str, timeout: Duration) {
-        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+        if !self.lifecycle.begin_shutdown() {
             return;
         }
-        self.shared.pending_auth.reject_all();
+        self.upgrades.pending_auth.reject_all();
         self.stop_accepting.notify_one();
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
-        for conn in self.shared.registry.all() {
+        for conn in self.registry.all() {
             conn.close(code, reason);
         }
-        let shared = self.shared.clone();
+        let (registry, lifecycle, bridge) = (self.registry.clone(), self.lifecycle.clone(), self.bridge.clone());
         let accept = self.accept_task.lock().take();
         self.runtime().spawn(async move {
             if let Some(accept) = accept {
                 let _ = accept.await; // the listener is dropped: the port is free
             }
             let deadline = tokio::time::Instant::now() + timeout;
-            if !shared.wait_all_closed(deadline).await {
-                for conn in shared.registry.all() {
+            if !lifecycle.wait_all_closed(deadline).await {
+                for conn in registry.all() {
                     conn.terminate();
                 }
                 let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-                shared.wait_all_closed(grace).await;
+                lifecycle.wait_all_closed(grace).await;
             }
-            shared.bridge.push_shutdown_complete();
+            bridge.push_shutdown_complete();
         });
     }
 }
@@ -349,12 +328,12 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
+async fn accept_loop(listener: TcpListener, upgrades: Arc<UpgradeContext>, stop: Arc<Notify>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(upgrade::handshake_then_serve(stream, peer, shared.clone(), Vec::new()));
+                    tokio::spawn(upgrade::handshake_then_serve(stream, peer, upgrades.clone(), Vec::new()));
                 }
                 // Out of file descriptors or similar: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -364,11 +343,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notif
     }
 }
 
-async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration) {
+async fn heartbeat_loop(registry: Arc<Registry<Arc<Conn>>>, interval: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         ticks.tick().await;
-        for conn in shared.registry.all() {
+        for conn in registry.all() {
             if !conn.heartbeat() {
                 conn.close(close::GOING_AWAY, "Heartbeat timeout");
             }

@@ -13,7 +13,10 @@ use crate::protocol::close;
 use crate::protocol::frame;
 use crate::protocol::handshake::{self, Decision, HeadRead, UpgradeRequest};
 use crate::protocol::policy;
-use crate::server::Shared;
+use crate::bridge::Bridge;
+use crate::driver::DriverHandle;
+use crate::lifecycle::Lifecycle;
+use crate::registry::Registry;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +26,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
+
+/// What a handshake needs from the rest of the server: owned by this module, built once by the
+/// runtime and shared by every handshake task.
+pub struct UpgradeContext {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry<Arc<Conn>>>,
+    pub bridge: Arc<Bridge>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub pending_auth: PendingAuth,
+    /// One connection driver per I/O thread; a connection's id picks its driver.
+    pub drivers: Vec<Arc<DriverHandle>>,
+}
+
+impl UpgradeContext {
+    fn driver_for(&self, id: u64) -> &Arc<DriverHandle> {
+        &self.drivers[(id % self.drivers.len() as u64) as usize]
+    }
+}
 
 /// What JS decided about a held upgrade.
 #[derive(Debug)]
@@ -88,28 +109,28 @@ struct Upgrade {
 }
 
 /// Runs the handshake on `stream`; `buf` holds bytes already read (handed-over sockets).
-pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut buf: Vec<u8>) {
+pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<UpgradeContext>, mut buf: Vec<u8>) {
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + shared.config.handshake_timeout;
-    let upgrade = match timeout_at(deadline, read_and_check(&mut stream, peer, &shared.config, &mut buf)).await {
+    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    let upgrade = match timeout_at(deadline, read_and_check(&mut stream, peer, &ctx.config, &mut buf)).await {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(Some(rejection))) => return reject(stream, rejection).await,
         Ok(Err(None)) | Err(_) => return, // EOF, or too slow (slowloris): drop without a word
     };
 
-    let (user, auth_id) = if shared.config.authenticate {
-        let (auth_id, verdict) = shared.pending_auth.register();
-        shared.bridge.push_handshake(auth_id, upgrade.namespace, &upgrade.remote.to_string(), &upgrade.head_text);
+    let (user, auth_id) = if ctx.config.authenticate {
+        let (auth_id, verdict) = ctx.pending_auth.register();
+        ctx.bridge.push_handshake(auth_id, upgrade.namespace, &upgrade.remote.to_string(), &upgrade.head_text);
         let verdict = tokio::select! {
             verdict = timeout_at(deadline, verdict) => verdict,
             () = peer_gone(&stream) => {
                 // The client left while JS was deciding: no connection, and JS's late verdict
                 // finds nothing waiting.
-                shared.pending_auth.forget(auth_id);
+                ctx.pending_auth.forget(auth_id);
                 return;
             }
         };
-        shared.pending_auth.forget(auth_id);
+        ctx.pending_auth.forget(auth_id);
         match verdict {
             Ok(Ok(AuthVerdict::Accept { user })) => (user, auth_id),
             Ok(Ok(AuthVerdict::Reject { status, message })) => {
@@ -124,50 +145,50 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
     } else {
         (None, 0)
     };
-    let abandon = |shared: &Shared| {
+    let abandon = |ctx: &UpgradeContext| {
         if auth_id != 0 {
-            shared.bridge.push_abandoned(auth_id);
+            ctx.bridge.push_abandoned(auth_id);
         }
     };
 
-    if shared.is_shutting_down() {
-        abandon(&shared);
+    if ctx.lifecycle.is_shutting_down() {
+        abandon(&ctx);
         return reject(stream, 503.into()).await;
     }
     let response = handshake::switching_protocols(&upgrade.accept_key, upgrade.protocol.as_deref());
     if stream.write_all(&response).await.is_err() {
-        return abandon(&shared);
+        return abandon(&ctx);
     }
-    if !shared.try_open() {
-        abandon(&shared);
-        return refuse_over_capacity(stream, &shared.config).await;
+    if !ctx.lifecycle.try_open() {
+        abandon(&ctx);
+        return refuse_over_capacity(stream, &ctx.config).await;
     }
 
     // From here the connection's driver owns the socket (tokio lets go of it).
     let Ok(stream) = stream.into_std() else {
-        shared.connection_closed();
-        return abandon(&shared);
+        ctx.lifecycle.released();
+        return abandon(&ctx);
     };
-    let config = &shared.config;
-    let id = shared.next_connection_id();
-    let driver = shared.driver_for(id);
+    let config = &ctx.config;
+    let id = ctx.lifecycle.next_connection_id();
+    let driver = ctx.driver_for(id);
     let conn = Arc::new(Conn::new(
         id,
         upgrade.namespace,
         stream,
-        driver.clone(),
+        driver.wakeups().clone(),
         config.max_queued_messages,
         config.max_buffered_bytes,
         config.max_inflight_messages,
     ));
-    shared.registry.insert(id, upgrade.namespace, conn.clone());
+    ctx.registry.insert(id, upgrade.namespace, conn.clone());
     if let Some(user) = &user {
-        shared.registry.set_user(id, Some(user));
+        ctx.registry.set_user(id, Some(user));
     }
     // With authentication JS already holds the request head from the handshake entry.
     let head = (auth_id == 0).then_some(upgrade.head_text.as_str());
-    shared.bridge.push_open(id, upgrade.namespace, &upgrade.remote.to_string(), auth_id, head, upgrade.protocol.as_deref());
-    if shared.is_shutting_down() {
+    ctx.bridge.push_open(id, upgrade.namespace, &upgrade.remote.to_string(), auth_id, head, upgrade.protocol.as_deref());
+    if ctx.lifecycle.is_shutting_down() {
         // Shutdown began while we were registering: close like every other connection.
         conn.close(close::GOING_AWAY, "Server shutting down");
     }

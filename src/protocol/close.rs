@@ -1,7 +1,7 @@
 //! Close-frame rules: which codes a peer may send, how a received close payload is read, and how
 //! reasons are bounded (a close frame's payload is at most 125 bytes: 2 for the code, 123 reason).
 
-use super::frame::FrameError;
+use super::error::FrameError;
 
 pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;

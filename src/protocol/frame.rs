@@ -12,19 +12,7 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
-/// Why a frame could not be accepted. Maps 1:1 onto a close code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameError {
-    /// RFC 6455 violation (reserved bits/opcodes, unmasked client frame, bad control frame): 1002.
-    Protocol(&'static str),
-    /// Declared payload exceeds the configured `maxPayload`: 1009.
-    TooLarge,
-    /// Text payload or close reason is not UTF-8: 1007.
-    InvalidUtf8,
-    /// One message arrived in more fragments than the reader allows (see
-    /// `reader::max_fragments`): 1009, since it is the message's cost that is refused.
-    TooFragmented,
-}
+pub use super::error::FrameError;
 
 /// A parsed frame header; `header_len` bytes precede `payload_len` payload bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! rule is unit-tested without a network.
 
 pub mod close;
+pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod policy;

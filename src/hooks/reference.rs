@@ -1,5 +1,5 @@
 //! The benchmark protocol answered entirely in Rust: the reference that shows what crossing into
-//! JS costs (issue 5). Only active with the `__referenceHandlers` option, which the bench's
+//! JS costs. Installed only with the `__referenceHandlers` option, which the bench's
 //! `ferrosocket-rust` peer sets; an application never does.
 //!
 //! Protocol (bench/README.md): `echo` comes back as `{"event":"echo","data":<data>}`; `sub`
@@ -8,13 +8,45 @@
 //! frames are queued and each touched socket is written once after the batch.
 
 use crate::conn::Conn;
+use crate::connection::InboundHook;
 use crate::envelope::Envelope;
 use crate::protocol::frame;
-use crate::registry::Audience;
-use crate::server::Shared;
+use crate::registry::{Audience, Registry};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
+
+thread_local! {
+    /// Connections this driver thread queued frames for since the last `after_input`.
+    static CORKED: RefCell<Vec<Arc<Conn>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The reference handlers, publishing through the server's fan-out index.
+pub struct ReferenceHandlers {
+    registry: Arc<Registry<Arc<Conn>>>,
+}
+
+impl ReferenceHandlers {
+    pub fn new(registry: Arc<Registry<Arc<Conn>>>) -> Self {
+        Self { registry }
+    }
+}
+
+impl InboundHook for ReferenceHandlers {
+    fn on_event(&self, conn: &Arc<Conn>, envelope: &Envelope<'_>) -> bool {
+        CORKED.with(|corked| handle(conn, &self.registry, envelope, &mut corked.borrow_mut()))
+    }
+
+    /// Writes what `on_event` queued: one vectored write per touched socket.
+    fn after_input(&self) {
+        CORKED.with(|corked| {
+            for conn in corked.borrow_mut().drain(..) {
+                conn.flush_corked();
+            }
+        });
+    }
+}
 
 #[derive(Deserialize)]
 struct RoomField<'a> {
@@ -33,7 +65,7 @@ fn event_frame(event: &str, data: Option<&serde_json::value::RawValue>) -> bytes
 }
 
 /// Handles one bench envelope; returns false when it is not part of the protocol.
-pub(crate) fn handle(conn: &Arc<Conn>, shared: &Shared, envelope: &Envelope<'_>, corked: &mut Vec<Arc<Conn>>) -> bool {
+fn handle(conn: &Arc<Conn>, registry: &Registry<Arc<Conn>>, envelope: &Envelope<'_>, corked: &mut Vec<Arc<Conn>>) -> bool {
     let mut queue = |target: &Arc<Conn>, frame: &bytes::Bytes| {
         if target.send_corked(frame) {
             corked.push(target.clone());
@@ -43,7 +75,7 @@ pub(crate) fn handle(conn: &Arc<Conn>, shared: &Shared, envelope: &Envelope<'_>,
         "echo" => queue(conn, &event_frame("echo", envelope.data)),
         "sub" => {
             if let Some(room) = room_of(envelope.data) {
-                shared.registry.join(conn.id, &room);
+                registry.join(conn.id, &room);
             }
             queue(conn, &event_frame("subscribed", envelope.data));
         }
@@ -52,16 +84,9 @@ pub(crate) fn handle(conn: &Arc<Conn>, shared: &Shared, envelope: &Envelope<'_>,
             let frame = event_frame("bcast", envelope.data);
             let rooms = [room];
             let audience = Audience { namespace: conn.namespace(), rooms: &rooms, ..Default::default() };
-            shared.registry.for_each_in(&audience, |member| queue(member, &frame));
+            registry.for_each_in(&audience, |member| queue(member, &frame));
         }
         _ => return false,
     }
     true
-}
-
-/// Writes what `handle` queued: one vectored write per touched socket.
-pub(crate) fn flush(corked: &mut Vec<Arc<Conn>>) {
-    for conn in corked.drain(..) {
-        conn.flush_corked();
-    }
 }
