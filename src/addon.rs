@@ -83,7 +83,7 @@ fn to_trust_proxy(o: &ServerOptions) -> Result<TrustProxy> {
 /// The bench's reference handlers or the panic test hook, when the (private) options ask for one.
 fn to_hook(o: &ServerOptions) -> Option<HookFactory> {
     if o.reference_handlers == Some(true) {
-        return Some(Box::new(|registry| Arc::new(ReferenceHandlers::new(registry.clone()))));
+        return Some(Box::new(|fanout| Arc::new(ReferenceHandlers::new(fanout.clone()))));
     }
     let event = o.panic_on_event.clone()?;
     Some(Box::new(move |_| Arc::new(PanicOnEvent { event })))

@@ -11,7 +11,8 @@
 //! - transport: `outbound` (write queue), `wakeups`, `conn` (state shared with publishers),
 //!   `connection` (what a run of one WebSocket does, and the `SessionContext`, `Departures` and
 //!   `InboundHook` seams), `driver` (many connections per I/O thread).
-//! - fan-out: `registry` (who is in an audience).
+//! - fan-out: `registry` (who is in an audience) under `fanout` (the one interface every publish
+//!   and membership change goes through, reporting changes to observers).
 //! - runtime: `lifecycle` (connection count, ids, shutdown waiting), `upgrade` (handshakes),
 //!   `server` (builds the contexts, publishes, heartbeats, shuts down).
 //! - `hooks`: Rust-side handlers the addon may install (bench reference, panic test hook).
@@ -36,6 +37,7 @@ pub mod conn;
 pub mod connection;
 pub mod driver;
 pub mod envelope;
+pub mod fanout;
 pub mod hooks;
 pub mod inbound;
 pub mod lifecycle;

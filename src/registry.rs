@@ -174,6 +174,18 @@ impl<H: Clone> Registry<H> {
         self.inner.read().members.values().map(|m| m.handle.clone()).collect()
     }
 
+    /// Ids of the members of `room` in `namespace`.
+    pub fn room_members(&self, namespace: usize, room: &str) -> Vec<u64> {
+        let inner = self.inner.read();
+        let members = inner.namespaces.get(namespace).and_then(|ns| ns.rooms.get(room));
+        members.map_or_else(Vec::new, |set| set.keys().copied().collect())
+    }
+
+    /// Connections of one namespace.
+    pub fn count_in(&self, namespace: usize) -> usize {
+        self.inner.read().namespaces.get(namespace).map_or(0, |ns| ns.members.len())
+    }
+
     /// Calls `f` once for every connection in `audience`; returns how many were visited.
     /// Runs under the read lock: `f` must be quick and must not call back into the registry.
     pub fn for_each_in(&self, audience: &Audience<'_>, mut f: impl FnMut(&H)) -> usize {
@@ -257,6 +269,20 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn room_members_and_counts_per_namespace() {
+        let r = reg();
+        r.join(2, "a");
+        r.join(4, "a");
+        r.join(9, "a");
+        let mut members = r.room_members(0, "a");
+        members.sort();
+        assert_eq!(members, vec![2, 4]);
+        assert_eq!(r.room_members(1, "a"), vec![9]);
+        assert!(r.room_members(0, "none").is_empty());
+        assert_eq!((r.count_in(0), r.count_in(1), r.count_in(7)), (5, 1, 0));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use crate::driver;
 use crate::lifecycle::Lifecycle;
 use crate::protocol::close;
 use crate::protocol::frame;
-use crate::registry::{Audience, Registry};
+use crate::fanout::{FanOut, LocalFanOut};
+use crate::registry::Audience;
 use crate::upgrade::{self, AuthVerdict, PendingAuth, UpgradeContext};
 use parking_lot::Mutex;
 use std::io;
@@ -24,20 +25,20 @@ use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// A closure the runtime calls once its fan-out index exists, to build the [`InboundHook`] the
-/// addon asked for (the bench's reference handlers need the index; applications install none).
-pub type HookFactory = Box<dyn FnOnce(&Arc<Registry<Arc<Conn>>>) -> Arc<dyn InboundHook>>;
+/// A closure the runtime calls once its fan-out exists, to build the [`InboundHook`] the addon
+/// asked for (the bench's reference handlers publish through it; applications install none).
+pub type HookFactory = Box<dyn FnOnce(&Arc<dyn FanOut>) -> Arc<dyn InboundHook>>;
 
-/// The runtime's side of a departure (see [`Departures`]): out of the fan-out index, then out of
-/// the connection count.
+/// The runtime's side of a departure (see [`Departures`]): out of the fan-out, then out of the
+/// connection count.
 struct Unregister {
-    registry: Arc<Registry<Arc<Conn>>>,
+    fanout: Arc<dyn FanOut>,
     lifecycle: Arc<Lifecycle>,
 }
 
 impl Departures for Unregister {
     fn unregister(&self, id: u64) {
-        self.registry.remove(id);
+        self.fanout.close(id);
     }
 
     fn released(&self) {
@@ -47,7 +48,8 @@ impl Departures for Unregister {
 
 pub struct Server {
     config: Arc<Config>,
-    registry: Arc<Registry<Arc<Conn>>>,
+    /// Every publish and membership change goes through it.
+    fanout: Arc<dyn FanOut>,
     bridge: Arc<Bridge>,
     lifecycle: Arc<Lifecycle>,
     /// What every handshake task gets (the pending `authenticate` verdicts live there).
@@ -86,17 +88,17 @@ impl Server {
             .map_err(|e| format!("cannot start the connection drivers: {e}"))?
             .into_iter()
             .unzip();
-        let registry = Arc::new(Registry::new(config.namespaces.len()));
+        let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(config.namespaces.len(), Vec::new()));
         let lifecycle = Arc::new(Lifecycle::new(config.max_connections));
         let sessions = Arc::new(SessionContext {
             config: config.clone(),
             bridge: bridge.clone(),
-            departures: Arc::new(Unregister { registry: registry.clone(), lifecycle: lifecycle.clone() }),
-            hook: hook.map(|build| build(&registry)),
+            departures: Arc::new(Unregister { fanout: fanout.clone(), lifecycle: lifecycle.clone() }),
+            hook: hook.map(|build| build(&fanout)),
         });
         let upgrades = Arc::new(UpgradeContext {
             config: config.clone(),
-            registry: registry.clone(),
+            fanout: fanout.clone(),
             bridge: bridge.clone(),
             lifecycle: lifecycle.clone(),
             pending_auth: PendingAuth::default(),
@@ -107,7 +109,7 @@ impl Server {
         }
         Ok(Self {
             config,
-            registry,
+            fanout,
             bridge,
             lifecycle,
             upgrades,
@@ -145,7 +147,7 @@ impl Server {
         let accept = self.runtime().spawn(accept_loop(listener, self.upgrades.clone(), self.stop_accepting.clone()));
         *self.accept_task.lock() = Some(accept);
         if let Some(interval) = config.heartbeat_interval {
-            self.tasks.lock().push(self.runtime().spawn(heartbeat_loop(self.registry.clone(), interval)));
+            self.tasks.lock().push(self.runtime().spawn(heartbeat_loop(self.fanout.clone(), interval)));
         }
         *self.port.lock() = Some(port);
         Ok(port)
@@ -160,13 +162,13 @@ impl Server {
         let frame = frame::encode(frame::OP_TEXT, payload);
         if self.corked.load(Ordering::Relaxed) {
             let mut pending = self.corked_conns.lock();
-            self.registry.for_each_in(audience, |conn| {
+            self.fanout.deliver_local(audience, &mut |conn| {
                 if conn.send_corked(&frame) {
                     pending.push(conn.clone());
                 }
             })
         } else {
-            self.registry.for_each_in(audience, |conn| {
+            self.fanout.deliver_local(audience, &mut |conn| {
                 conn.send(&frame);
             })
         }
@@ -175,7 +177,7 @@ impl Server {
     /// Sends a frame to one connection; false when it does not exist or is closing.
     pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
         let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
-        let Some(conn) = self.registry.get(id) else { return false };
+        let Some(conn) = self.fanout.connection(id) else { return false };
         let frame = frame::encode(opcode, payload);
         if self.corked.load(Ordering::Relaxed) {
             if conn.send_corked(&frame) {
@@ -202,26 +204,36 @@ impl Server {
     }
 
     pub fn join(&self, id: u64, room: &str) -> bool {
-        self.registry.join(id, room)
+        self.fanout.join(id, room)
+    }
+
+    /// Ids of the members of `room` in namespace `namespace` (this process).
+    pub fn room_members(&self, namespace: usize, room: &str) -> Vec<u64> {
+        self.fanout.room_members(namespace, room)
+    }
+
+    /// Open connections of namespace `namespace` (this process).
+    pub fn connection_count(&self, namespace: usize) -> usize {
+        self.fanout.count(namespace)
     }
 
     pub fn leave(&self, id: u64, room: &str) -> bool {
-        self.registry.leave(id, room)
+        self.fanout.leave(id, room)
     }
 
     pub fn set_user(&self, id: u64, user: Option<&str>) -> bool {
-        self.registry.set_user(id, user)
+        self.fanout.set_user(id, user)
     }
 
     pub fn close(&self, id: u64, code: u16, reason: &str) {
-        if let Some(conn) = self.registry.get(id) {
+        if let Some(conn) = self.fanout.connection(id) {
             conn.close(code, reason);
         }
     }
 
     /// Last ping round-trip of a connection in microseconds.
     pub fn rtt_us(&self, id: u64) -> Option<u64> {
-        self.registry.get(id).map(|c| c.rtt_us())
+        self.fanout.connection(id).map(|c| c.rtt_us())
     }
 
     /// JS finished with messages: `(connection id, count)` pairs for per-connection flow control
@@ -230,7 +242,7 @@ impl Server {
     pub fn ack(&self, acks: impl Iterator<Item = (u64, u32)>, released: usize) {
         self.bridge.budget().release(released);
         for (id, n) in acks {
-            if let Some(conn) = self.registry.get(id) {
+            if let Some(conn) = self.fanout.connection(id) {
                 conn.ack(n);
             }
         }
@@ -269,7 +281,7 @@ impl Server {
 
     /// Unix time in milliseconds of the last frame from a connection.
     pub fn last_seen_ms(&self, id: u64) -> Option<u64> {
-        self.registry.get(id).map(|c| c.last_seen_ms())
+        self.fanout.connection(id).map(|c| c.last_seen_ms())
     }
 
     pub fn take_batch(&self) -> TakenBatch {
@@ -288,10 +300,10 @@ impl Server {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
-        for conn in self.registry.all() {
+        for conn in self.fanout.connections() {
             conn.close(code, reason);
         }
-        let (registry, lifecycle, bridge) = (self.registry.clone(), self.lifecycle.clone(), self.bridge.clone());
+        let (fanout, lifecycle, bridge) = (self.fanout.clone(), self.lifecycle.clone(), self.bridge.clone());
         let accept = self.accept_task.lock().take();
         self.runtime().spawn(async move {
             if let Some(accept) = accept {
@@ -299,7 +311,7 @@ impl Server {
             }
             let deadline = tokio::time::Instant::now() + timeout;
             if !lifecycle.wait_all_closed(deadline).await {
-                for conn in registry.all() {
+                for conn in fanout.connections() {
                     conn.terminate();
                 }
                 let grace = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -343,11 +355,11 @@ async fn accept_loop(listener: TcpListener, upgrades: Arc<UpgradeContext>, stop:
     }
 }
 
-async fn heartbeat_loop(registry: Arc<Registry<Arc<Conn>>>, interval: Duration) {
+async fn heartbeat_loop(fanout: Arc<dyn FanOut>, interval: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         ticks.tick().await;
-        for conn in registry.all() {
+        for conn in fanout.connections() {
             if !conn.heartbeat() {
                 conn.close(close::GOING_AWAY, "Heartbeat timeout");
             }

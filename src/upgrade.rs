@@ -16,7 +16,7 @@ use crate::protocol::policy;
 use crate::bridge::Bridge;
 use crate::driver::DriverHandle;
 use crate::lifecycle::Lifecycle;
-use crate::registry::Registry;
+use crate::fanout::FanOut;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +31,7 @@ use tokio::time::{timeout_at, Instant};
 /// runtime and shared by every handshake task.
 pub struct UpgradeContext {
     pub config: Arc<Config>,
-    pub registry: Arc<Registry<Arc<Conn>>>,
+    pub fanout: Arc<dyn FanOut>,
     pub bridge: Arc<Bridge>,
     pub lifecycle: Arc<Lifecycle>,
     pub pending_auth: PendingAuth,
@@ -181,10 +181,7 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         config.max_buffered_bytes,
         config.max_inflight_messages,
     ));
-    ctx.registry.insert(id, upgrade.namespace, conn.clone());
-    if let Some(user) = &user {
-        ctx.registry.set_user(id, Some(user));
-    }
+    ctx.fanout.open(id, upgrade.namespace, conn.clone(), user.as_deref());
     // With authentication JS already holds the request head from the handshake entry.
     let head = (auth_id == 0).then_some(upgrade.head_text.as_str());
     ctx.bridge.push_open(id, upgrade.namespace, &upgrade.remote.to_string(), auth_id, head, upgrade.protocol.as_deref());

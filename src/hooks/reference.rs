@@ -11,7 +11,8 @@ use crate::conn::Conn;
 use crate::connection::InboundHook;
 use crate::envelope::Envelope;
 use crate::protocol::frame;
-use crate::registry::{Audience, Registry};
+use crate::fanout::FanOut;
+use crate::registry::Audience;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -22,20 +23,20 @@ thread_local! {
     static CORKED: RefCell<Vec<Arc<Conn>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The reference handlers, publishing through the server's fan-out index.
+/// The reference handlers, joining and publishing through the server's fan-out.
 pub struct ReferenceHandlers {
-    registry: Arc<Registry<Arc<Conn>>>,
+    fanout: Arc<dyn FanOut>,
 }
 
 impl ReferenceHandlers {
-    pub fn new(registry: Arc<Registry<Arc<Conn>>>) -> Self {
-        Self { registry }
+    pub fn new(fanout: Arc<dyn FanOut>) -> Self {
+        Self { fanout }
     }
 }
 
 impl InboundHook for ReferenceHandlers {
     fn on_event(&self, conn: &Arc<Conn>, envelope: &Envelope<'_>) -> bool {
-        CORKED.with(|corked| handle(conn, &self.registry, envelope, &mut corked.borrow_mut()))
+        CORKED.with(|corked| handle(conn, &*self.fanout, envelope, &mut corked.borrow_mut()))
     }
 
     /// Writes what `on_event` queued: one vectored write per touched socket.
@@ -65,7 +66,7 @@ fn event_frame(event: &str, data: Option<&serde_json::value::RawValue>) -> bytes
 }
 
 /// Handles one bench envelope; returns false when it is not part of the protocol.
-fn handle(conn: &Arc<Conn>, registry: &Registry<Arc<Conn>>, envelope: &Envelope<'_>, corked: &mut Vec<Arc<Conn>>) -> bool {
+fn handle(conn: &Arc<Conn>, fanout: &dyn FanOut, envelope: &Envelope<'_>, corked: &mut Vec<Arc<Conn>>) -> bool {
     let mut queue = |target: &Arc<Conn>, frame: &bytes::Bytes| {
         if target.send_corked(frame) {
             corked.push(target.clone());
@@ -75,7 +76,7 @@ fn handle(conn: &Arc<Conn>, registry: &Registry<Arc<Conn>>, envelope: &Envelope<
         "echo" => queue(conn, &event_frame("echo", envelope.data)),
         "sub" => {
             if let Some(room) = room_of(envelope.data) {
-                registry.join(conn.id, &room);
+                fanout.join(conn.id, &room);
             }
             queue(conn, &event_frame("subscribed", envelope.data));
         }
@@ -84,7 +85,7 @@ fn handle(conn: &Arc<Conn>, registry: &Registry<Arc<Conn>>, envelope: &Envelope<
             let frame = event_frame("bcast", envelope.data);
             let rooms = [room];
             let audience = Audience { namespace: conn.namespace(), rooms: &rooms, ..Default::default() };
-            registry.for_each_in(&audience, |member| queue(member, &frame));
+            fanout.deliver_local(&audience, &mut |member| queue(member, &frame));
         }
         _ => return false,
     }
