@@ -144,6 +144,8 @@ export interface ServerOptions<
   namespaces?: { [K in keyof NS]: NS[K] | null }
   /** Largest accepted message in bytes; larger closes 1009. Default `65536`. */
   maxPayload?: number
+  /** Names this process in connection ids (`${nodeId}:${n}`), so ids stay unique across the nodes of a cluster. Default `${hostname}-${pid}`. */
+  nodeId?: string
   /** Ping interval; a connection with no pong (or any frame) by the next ping closes 1001. `0` disables. Default `{ intervalMs: 30000 }`. */
   heartbeat?: { intervalMs?: number }
   /** Per-connection outbound queue bound; overflow closes the connection 1013. Default `{ maxQueuedMessages: 1000, maxBufferedBytes: 1048576 }`. */
@@ -235,7 +237,8 @@ export interface MessageContext<Conn = Connection<any, unknown>> {
   conn: Conn
 }
 
-export type MessageHandler<T, Conn = Connection<any, unknown>> = (data: T, ctx: MessageContext<Conn>) => void | Promise<void>
+/** A promise it returns is awaited before the connection's next message; any other result is ignored. */
+export type MessageHandler<T, Conn = Connection<any, unknown>> = (data: T, ctx: MessageContext<Conn>) => unknown
 
 export interface RequestContext<Conn = Connection<any, unknown>> {
   /** The client that sent the request. */
@@ -297,7 +300,7 @@ export interface CloseInfo {
 }
 
 export interface Connection<C extends Contract = UntypedContract, D = unknown> {
-  /** Unique id of this connection within the server. */
+  /** Unique id of this connection across every node: `${server.nodeId}:${n}`. */
   readonly id: string
   /** Namespace name; `'/'` for the default namespace. */
   readonly namespace: string
@@ -327,15 +330,17 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   /** Handle `event`. Messages run one at a time per connection, in arrival order; async handlers are awaited. */
   onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this
   /** Send one event to this connection. Throws synchronously on an unknown event or invalid data; no-op once closed. */
-  publish<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
+  /** True when the event was queued; false once the connection is closing. */
+  publish<E extends OutEvent<C>>(event: E, data: OutData<C, E>): boolean
   /** Answer the client's request `name`. Requests share the message queue (one at a time, arrival order); the handler's result is validated and sent as `{ id, data }`, a thrown error as `{ id, error }`. */
   onRequest<R extends RequestName<C>>(name: R, handler: RequestHandler<RequestInput<C, R>, RequestOutput<C, R>>): this
   /** Ask the client: resolves with its reply (validated). Rejects with `RequestError` (`timeout`, `connection_closed`, the client's error code, `invalid_output`). Throws synchronously on an unknown name or invalid data. */
   request<R extends ClientRequestName<C>>(name: R, data: ClientRequestInput<C, R>, options?: RequestOptions): Promise<ClientRequestResult<C, R>>
   /** Raw-mode namespaces (`messageFormat: 'raw'`): text arrives as a string, binary as bytes (a Node `Buffer`). */
-  onRawMessage(handler: (data: string | Uint8Array) => void | Promise<void>): this
+  onRawMessage(handler: (data: string | Uint8Array) => unknown): this
   /** Raw-mode send: a string goes out as a text frame, bytes as a binary frame. */
-  sendRaw(data: string | Uint8Array): void
+  /** True when the frame was queued; false once the connection is closing. */
+  sendRaw(data: string | Uint8Array): boolean
   onClose(handler: (code: number, reason: string) => void): this
   waitForClose(): Promise<CloseInfo>
   join(room: string): this
@@ -357,6 +362,8 @@ export interface UpgradeIncomingMessage {
 export interface Server<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined> {
   /** Bound port (after `listen()` resolves). */
   readonly port: number
+  /** Names this process in connection ids (`${nodeId}:${n}`); the `nodeId` option, default `${hostname}-${pid}`. */
+  readonly nodeId: string
   /** Number of open connections. */
   readonly connectionCount: number
   /** Counters (a snapshot). */
@@ -368,8 +375,8 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
    * then lives until it closes or `shutdown()`, whatever happens to the HTTP server. Linux and macOS.
    */
   handleUpgrade(request: UpgradeIncomingMessage, socket: object, head: Uint8Array): void
-  onConnection(handler: (conn: Connection<C, D>) => void | Promise<void>): this
-  onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K], D>) => void | Promise<void>): this
+  onConnection(handler: (conn: Connection<C, D>) => unknown): this
+  onConnection<K extends keyof NS & string>(namespace: K, handler: (conn: Connection<NS[K], D>) => unknown): this
   getConnection(id: string): Connection<any, D> | undefined
 
   /**
@@ -384,17 +391,17 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   onRequest<R extends RequestName<C>>(name: R, handler: RequestHandler<RequestInput<C, R>, RequestOutput<C, R>, Connection<C, D>>): this
   onRequest<K extends keyof NS & string, R extends RequestName<NS[K]>>(namespace: K, name: R, handler: RequestHandler<RequestInput<NS[K], R>, RequestOutput<NS[K], R>, Connection<NS[K], D>>): this
   /** Raw-mode namespaces: one handler for every message of every connection. */
-  onRawMessage(handler: (data: string | Uint8Array, conn: Connection<C, D>) => void | Promise<void>): this
-  onRawMessage<K extends keyof NS & string>(namespace: K, handler: (data: string | Uint8Array, conn: Connection<NS[K], D>) => void | Promise<void>): this
+  onRawMessage(handler: (data: string | Uint8Array, conn: Connection<C, D>) => unknown): this
+  onRawMessage<K extends keyof NS & string>(namespace: K, handler: (data: string | Uint8Array, conn: Connection<NS[K], D>) => unknown): this
 
-  broadcast<E extends OutEvent<C>>(event: E, data: OutData<C, E>): void
-  broadcast<K extends keyof NS & string, E extends OutEvent<NS[K]>>(event: E, data: OutData<NS[K], E>, namespace: K): void
-  publishToRoom<E extends OutEvent<C>>(room: string, event: E, data: OutData<C, E>): void
-  publishToRoom<K extends keyof NS & string, E extends OutEvent<NS[K]>>(room: string, event: E, data: OutData<NS[K], E>, namespace: K): void
-  publishToUser<E extends OutEvent<C>>(userId: string, event: E, data: OutData<C, E>): void
-  publishToUser<K extends keyof NS & string, E extends OutEvent<NS[K]>>(userId: string, event: E, data: OutData<NS[K], E>, namespace: K): void
-  publishToAudience<E extends OutEvent<C>>(audience: Audience<'/'> & { namespace?: '/' }, event: E, data: OutData<C, E>): void
-  publishToAudience<K extends keyof NS & string, E extends OutEvent<NS[K]>>(audience: Audience<K> & { namespace: K }, event: E, data: OutData<NS[K], E>): void
+  broadcast<E extends OutEvent<C>>(event: E, data: OutData<C, E>): number
+  broadcast<K extends keyof NS & string, E extends OutEvent<NS[K]>>(event: E, data: OutData<NS[K], E>, namespace: K): number
+  publishToRoom<E extends OutEvent<C>>(room: string, event: E, data: OutData<C, E>): number
+  publishToRoom<K extends keyof NS & string, E extends OutEvent<NS[K]>>(room: string, event: E, data: OutData<NS[K], E>, namespace: K): number
+  publishToUser<E extends OutEvent<C>>(userId: string, event: E, data: OutData<C, E>): number
+  publishToUser<K extends keyof NS & string, E extends OutEvent<NS[K]>>(userId: string, event: E, data: OutData<NS[K], E>, namespace: K): number
+  publishToAudience<E extends OutEvent<C>>(audience: Audience<'/'> & { namespace?: '/' }, event: E, data: OutData<C, E>): number
+  publishToAudience<K extends keyof NS & string, E extends OutEvent<NS[K]>>(audience: Audience<K> & { namespace: K }, event: E, data: OutData<NS[K], E>): number
 
   /** Stop accepting, flush queues, close every connection with `code`/`reason`, terminate stragglers after `timeoutMs`. */
   shutdown(code?: number, reason?: string, options?: ShutdownOptions): Promise<void>

@@ -157,9 +157,9 @@ class Connection {
     this._x = null
   }
 
-  /** Unique id of this connection within the server. */
+  /** Unique id of this connection across every node: `${server.nodeId}:${n}`. */
   get id() {
-    return String(this._nid)
+    return this._ns.server._idPrefix + this._nid
   }
 
   get namespace() {
@@ -294,18 +294,19 @@ class Connection {
     return this
   }
 
+  /** Sends one event; true when it was queued (false once the connection is closing). */
   publish(event, data) {
     const ns = this._ns
     const payload = ns.server._serialise(ns, event, data)
-    if ((this._state & CLOSED) === 0) ns.server._native.send(this._nid, payload)
+    return (this._state & CLOSED) === 0 && ns.server._native.send(this._nid, payload)
   }
 
-  /** Raw-mode send: a string goes as a text frame, a Buffer/Uint8Array as a binary frame. */
+  /** Raw-mode send: a string goes as a text frame, a Buffer/Uint8Array as a binary frame. True when queued. */
   sendRaw(data) {
-    if (this._state & CLOSED) return
+    if (this._state & CLOSED) return false
     const native = this._ns.server._native
-    if (typeof data === 'string') native.send(this._nid, data)
-    else native.sendBinary(this._nid, Buffer.isBuffer(data) ? data : Buffer.from(data))
+    if (typeof data === 'string') return native.send(this._nid, data)
+    return native.sendBinary(this._nid, Buffer.isBuffer(data) ? data : Buffer.from(data))
   }
 
   onClose(handler) {

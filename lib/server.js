@@ -3,6 +3,7 @@
 // (validate + serialise once in JS, fan out in Rust) and lifecycle. Rust delivers events in
 // batches (see src/bridge.rs for the entry shapes); one JSON.parse decodes a whole batch.
 
+const os = require('os')
 const { NativeServer } = require('./native')
 const { Connection, RAW } = require('./connection')
 const { validateOutbound, hasEvent } = require('./contract')
@@ -74,8 +75,18 @@ function buildNamespaces(options, server) {
   return list
 }
 
+/** `nodeId`: names this process in connection ids; any non-empty string (default `${hostname}-${pid}`). */
+function nodeIdOption(value) {
+  if (value === undefined) return `${os.hostname()}-${process.pid}`
+  if (typeof value !== 'string' || value === '') throw new TypeError('option nodeId must be a non-empty string')
+  return value
+}
+
 class Server {
   constructor(options = {}) {
+    this._nodeId = nodeIdOption(options.nodeId)
+    /** Prefix of every connection id of this server: `${nodeId}:`. */
+    this._idPrefix = `${this._nodeId}:`
     this._namespaces = buildNamespaces(options, this)
     this._namespaceByName = new Map(this._namespaces.map((ns) => [ns.name, ns]))
     this._connectionHandlers = this._namespaces.map(() => [])
@@ -147,6 +158,11 @@ class Server {
 
   get port() {
     return this._port
+  }
+
+  /** Names this process in connection ids (`${nodeId}:${n}`), unique across a cluster's nodes. */
+  get nodeId() {
+    return this._nodeId
   }
 
   get connectionCount() {
@@ -259,30 +275,42 @@ class Server {
     for (const conn of this._connections.values()) if (conn._ns === ns) conn._replayBuffered(key, requests)
   }
 
+  /** A connection of this server by its id (`conn.id`); undefined for ids of other nodes. */
   getConnection(id) {
-    return this._connections.get(Number(id))
+    const nid = this._localId(id)
+    return nid === undefined ? undefined : this._connections.get(nid)
   }
 
+  /** The native id of a connection id of this node (`${nodeId}:${n}`), else undefined. */
+  _localId(id) {
+    const text = String(id)
+    if (!text.startsWith(this._idPrefix)) return undefined
+    const n = Number(text.slice(this._idPrefix.length))
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined
+  }
+
+  /** Every `publish*` returns how many connections of this process it reached. */
   broadcast(event, data, namespace = DEFAULT_NAMESPACE) {
     const ns = this._namespace(namespace)
-    this._native.broadcast(ns.index, this._serialise(ns, event, data))
+    return this._native.broadcast(ns.index, this._serialise(ns, event, data))
   }
 
   publishToRoom(room, event, data, namespace = DEFAULT_NAMESPACE) {
     const ns = this._namespace(namespace)
-    this._native.publishToRoom(ns.index, String(room), this._serialise(ns, event, data))
+    return this._native.publishToRoom(ns.index, String(room), this._serialise(ns, event, data))
   }
 
   publishToUser(userId, event, data, namespace = DEFAULT_NAMESPACE) {
     const ns = this._namespace(namespace)
-    this._native.publishToUser(ns.index, String(userId), this._serialise(ns, event, data))
+    return this._native.publishToUser(ns.index, String(userId), this._serialise(ns, event, data))
   }
 
   publishToAudience(audience, event, data) {
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
     const strings = (it) => Array.from(it ?? [], String)
-    const ids = (it) => Array.from(it ?? [], Number).filter(Number.isFinite)
-    this._native.publishToAudience(
+    // Ids of other nodes match nothing here (a cluster bus will carry them to their node).
+    const ids = (it) => Array.from(it ?? [], (id) => this._localId(id)).filter((n) => n !== undefined)
+    return this._native.publishToAudience(
       ns.index,
       strings(audience.rooms),
       strings(audience.users),

@@ -181,3 +181,18 @@ void anyContract
   s.onRequest('game', 'score', () => 'not a number')
   s.onRawMessage((data, conn) => void [data, conn.id])
 }
+
+// Ids and publish results: ids are strings, publish* say how many connections they reached.
+{
+  const s = createServer({ nodeId: 'api-1', contract: chat })
+  assertType<Equal<typeof s.nodeId, string>>()
+  const reached = s.broadcast('chat:message', { room: 'r', from: 'a', text: 't' })
+  assertType<Equal<typeof reached, number>>()
+  assertType<Equal<ReturnType<typeof s.publishToRoom<'chat:message'>>, number>>()
+  s.onConnection((conn) => {
+    const queued = conn.publish('chat:message', { room: 'r', from: conn.id, text: 't' })
+    assertType<Equal<typeof queued, boolean>>()
+  })
+  // @ts-expect-error nodeId is a string
+  createServer({ nodeId: 1 })
+}
