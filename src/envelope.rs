@@ -164,6 +164,37 @@ mod tests {
         }
     }
 
+    /// The table shared with the Node suite (`__test__/envelope-cases.test.mjs`), so both sides
+    /// of the boundary agree on what each frame is.
+    #[test]
+    fn the_shared_table_of_envelope_cases() {
+        let table: serde_json::Value = serde_json::from_str(include_str!("../test/fixtures/envelope-cases.json")).unwrap();
+        let value = |raw: Option<&RawValue>| raw.map_or(serde_json::Value::Null, |r| serde_json::from_str(r.get()).unwrap());
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 30);
+        for case in cases {
+            let wire = case["wire"].as_str().unwrap();
+            match (case["kind"].as_str().unwrap(), parse(wire)) {
+                ("event", Ok(Frame::Event(e))) if e.id.is_none() => {
+                    assert_eq!(e.event, case["event"].as_str().unwrap(), "{wire}");
+                    assert_eq!(value(e.data), case["data"], "{wire}");
+                }
+                ("request", Ok(Frame::Event(e))) if e.id.is_some() => {
+                    assert_eq!(e.event, case["event"].as_str().unwrap(), "{wire}");
+                    assert_eq!(value(e.data), case["data"], "{wire}");
+                    assert_eq!(e.id.unwrap().get(), case["rawId"].as_str().unwrap(), "{wire}: the id is kept verbatim");
+                }
+                ("reply", Ok(Frame::Reply(r))) => {
+                    assert_eq!(serde_json::from_str::<serde_json::Value>(r.id.get()).unwrap(), case["id"], "{wire}");
+                    assert_eq!(value(r.data), case["data"], "{wire}");
+                    assert_eq!(value(r.error), case["error"], "{wire}");
+                }
+                ("invalid", Err(_)) => {}
+                (kind, other) => panic!("{wire}: expected {kind}, got {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn splits_a_full_envelope_keeping_raw_slices() {
         let e = event(r#"{"event":"chat:send","data":{"a":[1, 2]},"meta":{"traceparent":"x"},"id":7}"#);
