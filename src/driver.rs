@@ -13,7 +13,7 @@
 //! real (a spurious run only finds nothing to do).
 
 use crate::conn::Conn;
-use crate::connection::{self, Session, SessionContext, Step};
+use crate::session::{self, Session, SessionContext, Step};
 use crate::wakeups::Wakeups;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -216,7 +216,7 @@ impl Driver {
         if self.ready.get_ref().registry().register(&mut SourceFd(&fd), Token(slot as usize), interest).is_err() {
             self.free.push(slot);
             conn.terminate();
-            connection::finish(&conn, &self.ctx, false, false);
+            session::finish(&conn, &self.ctx, false, false);
             return;
         }
         let session = Session::new(&self.ctx);
@@ -319,7 +319,7 @@ impl Driver {
     fn remove(&mut self, slot: u32, panicked: bool) {
         if let Some(entry) = self.entries[slot as usize].take() {
             self.free.push(slot);
-            connection::finish(&entry.conn, &self.ctx, panicked, entry.session.abandoned());
+            session::finish(&entry.conn, &self.ctx, panicked, entry.session.abandoned());
         }
     }
 }

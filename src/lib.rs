@@ -9,7 +9,7 @@
 //! - `envelope`, `inbound`, `bridge`: splitting JSON envelopes, the global inbound bound, and the
 //!   batch handed to JS.
 //! - transport: `outbound` (write queue), `wakeups`, `conn` (state shared with publishers),
-//!   `connection` (what a run of one WebSocket does, and the `SessionContext`, `Departures` and
+//!   `session` (what a run of one WebSocket does, and the `SessionContext`, `Departures` and
 //!   `InboundHook` seams), `driver` (many connections per I/O thread).
 //! - fan-out: `registry` (who is in an audience) under `fanout` (the one interface every publish
 //!   and membership change goes through, reporting changes to observers).
@@ -34,7 +34,6 @@ compile_error!("ferrosocket needs a Unix platform (Linux, or macOS untested)");
 pub mod bridge;
 pub mod config;
 pub mod conn;
-pub mod connection;
 pub mod driver;
 pub mod envelope;
 pub mod fanout;
@@ -45,6 +44,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod session;
 pub mod upgrade;
 pub mod wakeups;
 

@@ -6,7 +6,7 @@
 use crate::bridge::{Bridge, TakenBatch};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::connection::{Departures, InboundHook, SessionContext};
+use crate::session::{Departures, InboundHook, SessionContext};
 use crate::driver;
 use crate::lifecycle::Lifecycle;
 use crate::protocol::close;

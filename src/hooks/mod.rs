@@ -3,7 +3,7 @@
 //! panic hook lets the tests prove a panic stays inside its connection. Nothing below `hooks`
 //! knows about them; with none installed the hot path pays one branch.
 //!
-//! [`InboundHook`]: crate::connection::InboundHook
+//! [`InboundHook`]: crate::session::InboundHook
 
 pub mod panic;
 pub mod reference;

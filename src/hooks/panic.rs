@@ -2,7 +2,7 @@
 //! check that a panic closes only that connection (1011) and never reaches Node.
 
 use crate::conn::Conn;
-use crate::connection::InboundHook;
+use crate::session::InboundHook;
 use crate::envelope::Envelope;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! frames are queued and each touched socket is written once after the batch.
 
 use crate::conn::Conn;
-use crate::connection::InboundHook;
+use crate::session::InboundHook;
 use crate::envelope::Envelope;
 use crate::protocol::frame;
 use crate::fanout::FanOut;

@@ -4,6 +4,9 @@
 //! part publishers share lives in [`Conn`]. When [`Session::run`] reports [`Step::Done`], the
 //! driver calls [`finish`]: unregister the connection and report its close to JS.
 //!
+//! Names: a WebSocket is a [`Conn`] where publishers meet it (crate::conn), a [`Session`] where
+//! its driver runs it (here), and a `Connection` in the JS API.
+//!
 //! What a session needs from the rest of the server is one narrow [`SessionContext`]: the
 //! options, the bridge to JS, the runtime's side of a departure ([`Departures`]) and an optional
 //! [`InboundHook`]. This module knows nothing of the runtime, the fan-out index or the hooks.
