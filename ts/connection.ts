@@ -186,8 +186,9 @@ export class Connection implements ConnectionState {
     return sendRequest(this, name, data, options)
   }
 
-  /** Raw-mode namespaces: receive each message as a string (text) or Buffer (binary). */
+  /** Raw-mode namespaces: `handler(data, conn)` with each message as a string (text) or Buffer (binary). */
   onRawMessage(handler: RawFn): this {
+    if (!this._ns.raw) throw new TypeError('onRawMessage is for raw-mode namespaces (messageFormat: "raw")')
     this._handlers = storeSet(this._handlers, RAW, handler)
     replayBuffered(this, RAW)
     return this

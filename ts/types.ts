@@ -310,8 +310,8 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   onRequest<R extends RequestName<C>>(name: R, handler: RequestHandler<RequestInput<C, R>, RequestOutput<C, R>>): this
   /** Ask the client: resolves with its reply (validated). Rejects with `RequestError` (`timeout`, `connection_closed`, the client's error code, `invalid_output`). Throws synchronously on an unknown name or invalid data. */
   request<R extends ClientRequestName<C>>(name: R, data: ClientRequestInput<C, R>, options?: RequestOptions): Promise<ClientRequestResult<C, R>>
-  /** Raw-mode namespaces (`messageFormat: 'raw'`): text arrives as a string, binary as bytes (a Node `Buffer`). */
-  onRawMessage(handler: (data: string | Uint8Array) => unknown): this
+  /** Raw-mode namespaces (`messageFormat: 'raw'`): text arrives as a string, binary as bytes (a Node `Buffer`), with this connection as the second argument. Throws a TypeError on other namespaces. */
+  onRawMessage(handler: (data: string | Uint8Array, conn: Connection<C, D>) => unknown): this
   /** Raw-mode send: a string goes out as a text frame, bytes as a binary frame. */
   /** True when the frame was queued; false once the connection is closing. */
   sendRaw(data: string | Uint8Array): boolean
