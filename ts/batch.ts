@@ -109,7 +109,7 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
         case KIND_RAW: {
           blobs ??= host._native.takeBlobs()
           const conn = host._connections.get(entry[1])
-          const bytes = blobs[entry[3]] as Buffer
+          const bytes = blobs[entry[3]]
           if (conn) conn._receive(undefined, entry[2] ? bytes : bytes.toString('utf8'), undefined, entry[4])
           else host._acks.release(entry[4])
           break

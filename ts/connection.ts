@@ -34,6 +34,7 @@ import type { EnvelopeMeta } from './protocol/envelope'
 import { serialise } from './publish'
 import {
   State,
+  isPromiseLike,
   more,
   type ConnectionHandlers,
   type ConnectionState,
@@ -352,9 +353,7 @@ export class Connection implements ConnectionState {
   _callSafely(handler: CloseFn, code: number, reason: string): void {
     try {
       const r = handler(code, reason)
-      if (r && typeof (r as { then?: unknown }).then === 'function') {
-        ;(r as PromiseLike<unknown>).then(undefined, (e) => this._ns.server._reportError(e, this))
-      }
+      if (isPromiseLike(r)) r.then(undefined, (e) => this._ns.server._reportError(e, this))
     } catch (error) {
       this._ns.server._reportError(error, this)
     }

@@ -38,10 +38,11 @@ interface HttpErrorLike {
 /** Runs `authenticate` for a held upgrade and tells Rust the verdict. */
 export function authenticateUpgrade(host: HandshakeHost, authId: number, nsIndex: number, remoteAddress: string, head: string): void {
   const parsed = parseHead(head)
-  const request: UpgradeRequest = { ...parsed, remoteAddress, namespace: (host._namespaces[nsIndex] as Namespace).name }
+  const request: UpgradeRequest = { ...parsed, remoteAddress, namespace: host._namespaces[nsIndex].name }
   const reject = (status: number, message: string): boolean => host._native.resolveHandshake(authId, false, null, status, message)
   let verdict: Promise<AuthResult<unknown>>
   try {
+    // Rust holds upgrades for JS only when the server was given an `authenticate`.
     verdict = Promise.resolve(host._authenticate!(request))
   } catch (error) {
     verdict = Promise.reject(error)

@@ -69,7 +69,7 @@ function nativeNamespace(ns: Namespace): NativeNamespaceOptions {
 }
 
 /** The options of the native server (`NativeServer`'s constructor). */
-export function nativeOptions(options: InternalOptions, namespaces: Namespace[], replyOnInvalid: boolean, authenticate: boolean): NativeServerOptions {
+export function nativeOptions(options: InternalOptions, namespaces: readonly Namespace[], replyOnInvalid: boolean, authenticate: boolean): NativeServerOptions {
   return {
     host: options.host,
     port: positive('port', options.port, undefined),

@@ -22,6 +22,7 @@ import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type Inte
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
 import { localIds, serialise, strings } from './publish'
+import { isPromiseLike } from './state'
 import type {
   Audience,
   AuthResult,
@@ -110,7 +111,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     }
     checkOnInvalidMessage(options.onInvalidMessage)
     this._native = new binding.NativeServer(
-      nativeOptions(options, this._namespaces as Namespace[], this._replyOnInvalid, this._authenticate !== undefined),
+      nativeOptions(options, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined),
       (json) => onBatch(this, json),
     )
   }
@@ -183,7 +184,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
 
   onConnection(namespace: string | ConnectionHandler, handler?: ConnectionHandler): this {
     if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
-    this._connectionHandlers[this._namespace(namespace).index]!.push(handler as ConnectionHandler)
+    this._connectionHandlers[this._namespace(namespace).index].push(handler as ConnectionHandler)
     return this
   }
 
@@ -336,13 +337,13 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     // `| 0` keeps openedAt a small integer, not a heap number per connection, while it fits (24 days).
     const sinceEpoch = Date.now() - this._epoch
     const openedAt = (sinceEpoch | 0) === sinceEpoch ? sinceEpoch | 0 : sinceEpoch
-    const conn = new Connection(this._namespaces[nsIndex] as Namespace, id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
+    const conn = new Connection(this._namespaces[nsIndex], id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
     this._connections.set(id, conn)
-    for (const handler of this._connectionHandlers[nsIndex]!) {
+    for (const handler of this._connectionHandlers[nsIndex]) {
       try {
         const r = handler(conn)
-        if (r && typeof (r as { then?: unknown }).then === 'function') {
-          ;(r as PromiseLike<unknown>).then(undefined, (error) => {
+        if (isPromiseLike(r)) {
+          r.then(undefined, (error) => {
             this._reportError(error, conn)
             conn._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
           })
