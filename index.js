@@ -1,17 +1,9 @@
 'use strict'
-// ferrosocket public entry point. The typed surface is declared in index.d.ts.
+// ferrosocket public entry point: the TypeScript sources in ts/ compiled to lib/ (npm run build:ts,
+// run by npm install, npm run build and npm test). The typed surface is index.d.ts, which re-exports
+// lib/index.d.ts. A plain object, as always (no __esModule marker, no getters), in the shorthand
+// form Node's ESM loader reads named exports from.
 
-const { Server } = require('./lib/server')
-const { defineContract } = require('./lib/contract')
-const { CloseCode } = require('./lib/close-codes')
-const { RequestError, RequestErrorCode } = require('./lib/requests')
-const binding = require('./lib/native')
-
-function createServer(options) {
-  return new Server(options)
-}
-
-/** Test hooks; not part of the supported API. */
-const __testing = Object.freeze({ panic: () => binding.testPanic() })
+const { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, __testing } = require('./lib/index')
 
 module.exports = { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, __testing }

@@ -139,3 +139,16 @@ test('server.onRawMessage: one raw handler for the namespace, with the connectio
   const text = await new Promise((resolve) => ws.once('message', (m, binary) => resolve(binary ? null : String(m))))
   assert.equal(text, 'echo:x')
 })
+
+test('conn.onRawMessage: raw-mode namespaces only, like server.onRawMessage; handler(data, conn)', async (t) => {
+  const h = await startServer({}, noConnectionHandlers)
+  t.after(() => h.close())
+  const [, conn] = await h.client()
+  assert.throws(() => conn.onRawMessage(() => {}), (e) => e instanceof TypeError && /raw-mode/.test(e.message))
+  const raw = await startServer({ messageFormat: 'raw' }, { onConnection: (c) => c.onRawMessage((data, self) => self.sendRaw(self === c ? `mine:${data}` : 'other')) })
+  t.after(() => raw.close())
+  const ws = raw.adopt(await connect(raw.url()))
+  ws.send('x')
+  const text = await new Promise((resolve) => ws.once('message', (m, binary) => resolve(binary ? null : String(m))))
+  assert.equal(text, 'mine:x')
+})

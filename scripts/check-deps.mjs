@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // The dependency rule: no two source files depend on each other, directly or through others.
-// Reads the Rust sources (`crate::…`, `super::…`, `self::…` paths in src/**/*.rs) and the JS layer
-// (`require('./…')` in index.js and lib/*.js), prints each file's dependencies, and exits 1 with
-// the cycles when there are any. Run by .ci/run.
+// Reads the Rust sources (`crate::…`, `super::…`, `self::…` paths in src/**/*.rs) and the
+// TypeScript layer (relative imports in ts/**/*.ts, and the entry points index.js/index.mjs, whose
+// `./lib/…` requires stand for the ts/ sources lib/ is compiled from), prints each file's
+// dependencies, and exits 1 with the cycles when there are any. Also checks that the browser-safe
+// part (ts/protocol/ and ts/types.ts) imports nothing else: no Node module, no package, no other
+// ts/ file. Run by .ci/run.
 //
 //   node scripts/check-deps.mjs [--quiet]
 
@@ -70,18 +73,54 @@ function rustDeps(file) {
   return deps
 }
 
-// ---- JS -------------------------------------------------------------------------------------
+// ---- TypeScript and the entry points -------------------------------------------------------
 
-function jsDeps(file) {
+const TS = path.join(ROOT, 'ts')
+const LIB = path.join(ROOT, 'lib')
+
+/** Every module specifier a file names: `from '…'`, `import '…'`, `import('…')`, `require('…')`. */
+function specifiers(file) {
+  const text = fs.readFileSync(file, 'utf8').replace(/^\s*\/\/.*$/gm, '')
+  const found = []
+  for (const m of text.matchAll(/\bfrom\s+['"]([^'"]+)['"]|\bimport\s+['"]([^'"]+)['"]|\b(?:import|require)\(\s*['"]([^'"]+)['"]\s*\)/g)) {
+    found.push(m[1] ?? m[2] ?? m[3])
+  }
+  return found
+}
+
+/**
+ * The source file a relative specifier of `file` names (`./x` → x.ts, x.js, x/index.ts …), or
+ * null. The build output lib/ stands for its sources: `./lib/x` is ts/x.ts.
+ */
+function resolveSource(file, spec) {
+  if (!spec.startsWith('./') && !spec.startsWith('../')) return null
+  let target = path.resolve(path.dirname(file), spec)
+  if (target === LIB || target.startsWith(LIB + path.sep)) target = path.join(TS, path.relative(LIB, target))
+  const base = target.replace(/\.(js|cjs|mjs)$/, '')
+  const candidates = [target, `${base}.ts`, `${base}.d.ts`, `${target}.js`, `${target}.mjs`, `${target}.cjs`, path.join(target, 'index.ts'), path.join(target, 'index.js')]
+  return candidates.find((p) => fs.existsSync(p) && fs.statSync(p).isFile()) ?? null
+}
+
+function moduleDeps(file) {
   const deps = new Set()
-  for (const m of fs.readFileSync(file, 'utf8').matchAll(/require\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)|from\s+['"](\.{1,2}\/[^'"]+)['"]/g)) {
-    let target = path.resolve(path.dirname(file), m[1] ?? m[2])
-    if (!fs.existsSync(target) || fs.statSync(target).isDirectory()) {
-      target = ['.js', '.mjs', '.cjs', '.ts', '/index.js'].map((e) => target + e).find((p) => fs.existsSync(p)) ?? target
-    }
-    if (target.startsWith(ROOT) && fs.existsSync(target) && /\.(m?js|cjs|ts)$/.test(target)) deps.add(target)
+  for (const spec of specifiers(file)) {
+    const target = resolveSource(file, spec)
+    if (target && target.startsWith(ROOT) && /\.(m?js|cjs|ts)$/.test(target)) deps.add(target)
   }
   return deps
+}
+
+/** Browser-safe files may import only each other: returns the offending imports. */
+function browserSafetyViolations(safeFiles) {
+  const safe = new Set(safeFiles)
+  const bad = []
+  for (const file of safeFiles) {
+    for (const spec of specifiers(file)) {
+      const target = resolveSource(file, spec)
+      if (!target || !safe.has(target)) bad.push(`${rel(file)} imports '${spec}'`)
+    }
+  }
+  return bad
 }
 
 // ---- cycles (Tarjan's strongly connected components) -----------------------------------------
@@ -133,12 +172,17 @@ function check(label, graph) {
 
 // lib.rs only declares modules; the others are the graph.
 const rust = new Map(files(SRC, '.rs').filter((f) => rel(f) !== path.join('src', 'lib.rs')).map((f) => [f, rustDeps(f)]))
-const jsFiles = [path.join(ROOT, 'index.js'), path.join(ROOT, 'index.mjs'), ...files(path.join(ROOT, 'lib'), '.js'), ...files(path.join(ROOT, 'lib'), '.ts')].filter((f) => fs.existsSync(f))
-const js = new Map(jsFiles.map((f) => [f, jsDeps(f)]))
+const tsFiles = [path.join(ROOT, 'index.js'), path.join(ROOT, 'index.mjs'), ...files(TS, '.ts')].filter((f) => fs.existsSync(f))
+const ts = new Map(tsFiles.map((f) => [f, moduleDeps(f)]))
 
-const bad = check('Rust (src/)', rust) + check('JS (index, lib/)', js)
+let bad = check('Rust (src/)', rust) + check('TypeScript (ts/) and the entry points', ts)
+const browserSafe = [...files(path.join(TS, 'protocol'), '.ts'), path.join(TS, 'types.ts')].filter((f) => fs.existsSync(f))
+const unsafe = browserSafetyViolations(browserSafe)
+for (const line of unsafe) console.error(`browser-safe: ${line} (ts/protocol/ and ts/types.ts may import only each other)`)
+if (!quiet) console.log(`browser-safe (no Node module, no package, nothing else of ts/): ${browserSafe.map(rel).sort().join(', ')}`)
+bad += unsafe.length
 if (bad > 0) {
-  console.error(`${bad} dependency cycle(s): no two source files may depend on each other, directly or through others`)
+  console.error(`${bad} problem(s): no two source files may depend on each other, directly or through others; the browser-safe files may import only each other`)
   process.exit(1)
 }
-console.log(`no dependency cycles among ${rust.size} Rust and ${js.size} JS source files`)
+console.log(`no dependency cycles among ${rust.size} Rust and ${ts.size} TypeScript/JS source files; ${browserSafe.length} browser-safe files import only each other`)

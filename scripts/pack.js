@@ -15,18 +15,19 @@
 const { execFileSync } = require('child_process')
 const fs = require('fs')
 const path = require('path')
-const { PACKAGE, platformKey, keyOfTriple } = require('../lib/platform')
 
 const root = path.join(__dirname, '..')
 const dist = path.join(root, 'dist')
 const stage = path.join(dist, 'stage')
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
-const key = platformKey()
 
 const run = (cmd, args, cwd = root) => execFileSync(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' })
 
-// 1. The release binary for this platform (a no-op when it is up to date).
+// 1. The release binary for this platform (a no-op when it is up to date) and the JS layer
+//    (lib/, compiled from ts/): both are build outputs the main package ships.
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' })
+const { PACKAGE, platformKey, keyOfTriple } = require('../lib/platform')
+const key = platformKey()
 const binary = `${PACKAGE}.${key}.node`
 if (!fs.existsSync(path.join(root, binary))) throw new Error(`the build did not produce ${binary}`)
 

@@ -182,6 +182,18 @@ void anyContract
   s.onRawMessage((data, conn) => void [data, conn.id])
 }
 
+// conn.onRawMessage passes the connection as well, typed like the connection itself.
+{
+  const s = createServer({ messageFormat: 'raw', contract: chat })
+  s.onConnection((conn) => {
+    conn.onRawMessage((data, self) => {
+      assertType<Equal<typeof data, string | Uint8Array>>()
+      assertType<Equal<typeof self, typeof conn>>()
+      self.sendRaw(data)
+    })
+  })
+}
+
 // Ids and publish results: ids are strings, publish* say how many connections they reached.
 {
   const s = createServer({ nodeId: 'api-1', contract: chat })

@@ -1,13 +1,20 @@
-'use strict'
 // The HTTP upgrade request as JS sees it. Rust hands over the raw request head; it is parsed here
 // only when someone asks (authenticate, conn.headers …), so connections that never look at their
 // headers cost no parsing and hold one (packed) string.
 
+/** A parsed request head: what `authenticate` gets (with the address and namespace) and `conn.headers`/`url`/`query` read. */
+export interface ParsedRequest {
+  url: string
+  path: string
+  query: Record<string, string>
+  headers: Record<string, string>
+}
+
 /** Parses `GET /ws?x=1 HTTP/1.1\r\nName: value\r\n…` into url, path, query and headers. */
-function parseHead(head) {
+export function parseHead(head: string): ParsedRequest {
   const lines = head.split('\r\n')
   const [, target = '/'] = lines[0].split(' ')
-  const headers = {}
+  const headers: Record<string, string> = {}
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]
     const colon = line.indexOf(':')
@@ -64,32 +71,41 @@ const TABLE = [
 ]
 /** Every control character but HTAB, LF and CR: 30 codes. */
 const CODES = [...Array(32).keys(), 0x7f].filter((c) => c !== 0x09 && c !== 0x0a && c !== 0x0d).map((c) => String.fromCharCode(c))
-if (TABLE.length > CODES.length) throw new Error('request.js: the head table has more entries than codes')
+if (TABLE.length > CODES.length) throw new Error('upgrade-request.ts: the head table has more entries than codes')
 const CODE_OF = new Map(TABLE.map((text, i) => [text, CODES[i]]))
 const TEXT_OF = new Map(TABLE.map((text, i) => [CODES[i], text]))
-const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 // Longest first, so that of two entries starting at the same place the longer one is used.
 const PACK = new RegExp([...TABLE].sort((a, b) => b.length - a.length).map(escape).join('|'), 'g')
 const UNPACK = new RegExp(`[${escape(CODES.slice(0, TABLE.length).join(''))}]`, 'g')
 const UNPACKABLE = new RegExp(`[${escape(CODES.join(''))}]`)
 
+/** What a connection keeps of its head: a packed head string, or the parsed request. */
+export type KeptRequest = string | ParsedRequest
+
 /** What a connection keeps of its head: the packed string, or the parsed request if it cannot be packed. */
-function packHead(head) {
+export function packHead(head: string | null | undefined): KeptRequest | null | undefined {
   if (typeof head !== 'string') return head
   if (UNPACKABLE.test(head)) return parseHead(head)
-  return head.replace(PACK, (text) => CODE_OF.get(text))
+  return head.replace(PACK, (text) => CODE_OF.get(text)!)
 }
 
-function unpackHead(packed) {
-  return packed.replace(UNPACK, (code) => TEXT_OF.get(code))
+export function unpackHead(packed: string): string {
+  return packed.replace(UNPACK, (code) => TEXT_OF.get(code)!)
+}
+
+/** The parts of Node's `http.IncomingMessage` that `handleUpgrade` reads. */
+export interface IncomingHead {
+  method?: string | undefined
+  url?: string | undefined
+  httpVersion: string
+  rawHeaders: string[]
 }
 
 /** Rebuilds the request head Node's HTTP parser consumed, for a socket handed over to Rust. */
-function headFromIncomingMessage(req) {
+export function headFromIncomingMessage(req: IncomingHead): string {
   let head = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
   const raw = req.rawHeaders
   for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`
   return head + '\r\n'
 }
-
-module.exports = { parseHead, packHead, unpackHead, headFromIncomingMessage }

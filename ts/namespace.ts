@@ -1,0 +1,74 @@
+// Namespaces: one record per mounted path, carrying what its connections share (contract,
+// namespace-level handlers, the server, the inbound acks), so a connection needs one field for
+// all of it. And `ConnectionHost`: what a connection needs of its server.
+
+import type { InboundAcks } from './acks'
+import type { Conn, HandlerKey, InboundHandler, RequestFn } from './handler-store'
+import type { NativeServer } from './native'
+import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
+
+export const DEFAULT_NAMESPACE = '/'
+
+/** What a connection needs of its server (the server implements it). */
+export interface ConnectionHost {
+  /** Prefix of every connection id of this server: `${nodeId}:`. */
+  readonly _idPrefix: string
+  /** `conn.openedAt` is stored as ms since this. */
+  readonly _epoch: number
+  readonly _native: NativeServer
+  readonly _stats: { unknownReplies: number; droppedMessages: number }
+  readonly _maxBufferedMessages: number
+  readonly _maxInflightMessages: number
+  readonly _requestTimeoutMs: number
+  readonly _closeTimeoutMs: number
+  readonly _exposeErrors: boolean
+  readonly _replyOnInvalid: boolean
+  /** Hands an error to `onError` (which must not take the dispatcher down). */
+  _reportError(error: unknown, conn?: Conn): void
+}
+
+export interface Namespace {
+  readonly index: number
+  readonly name: string
+  readonly path: string
+  readonly contract: NormalisedContract | null
+  readonly raw: boolean
+  readonly server: ConnectionHost
+  readonly acks: InboundAcks
+  /** The namespace's own handlers (`server.onMessage`/`onRawMessage`), shared by its connections. */
+  readonly handlers: Map<HandlerKey, InboundHandler>
+  /** The namespace's own `server.onRequest` handlers. */
+  readonly requestHandlers: Map<HandlerKey, RequestFn>
+}
+
+/** The options namespaces are built from. */
+export interface NamespaceOptions {
+  path?: unknown
+  messageFormat?: unknown
+  contract?: ContractInput | null | undefined
+  namespaces?: Record<string, ContractInput | null | undefined> | undefined
+}
+
+/** Namespace records: the default one (`'/'`, at `path`), then each of `options.namespaces` at `${path}/${name}`. */
+export function createNamespaces(options: NamespaceOptions, server: ConnectionHost, acks: InboundAcks): Namespace[] {
+  const base = options.path ?? '/ws'
+  if (typeof base !== 'string' || !base.startsWith('/')) throw new TypeError(`option path must start with '/', got ${base}`)
+  const raw = options.messageFormat === 'raw'
+  const record = (index: number, name: string, path: string, contract: ContractInput | null | undefined): Namespace => ({
+    index,
+    name,
+    path,
+    contract: normaliseContract(contract),
+    raw,
+    server,
+    acks,
+    handlers: new Map(),
+    requestHandlers: new Map(),
+  })
+  const list = [record(0, DEFAULT_NAMESPACE, base, options.contract)]
+  for (const [name, contract] of Object.entries(options.namespaces ?? {})) {
+    if (!/^[A-Za-z0-9_.~-]+$/.test(name)) throw new TypeError(`namespace name "${name}" must be URL-safe`)
+    list.push(record(list.length, name, `${base.replace(/\/$/, '')}/${name}`, contract))
+  }
+  return list
+}

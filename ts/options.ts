@@ -1,0 +1,96 @@
+// Server options: checked and normalised here, once, in the order the server reads them (so the
+// first bad option is the one reported); the native part is typed against binding.d.ts.
+
+import type { Namespace } from './namespace'
+import type { NativeNamespaceOptions, NativeServerOptions } from './native'
+import type { ServerOptions, UntypedContract } from './types'
+import { hostname } from 'node:os'
+
+/** The options `createServer` accepts, untyped, plus the hidden test hooks. */
+export type InternalOptions = ServerOptions<UntypedContract, Record<string, UntypedContract>, unknown> & {
+  /** Test hook: Rust panics on this event (panic-safety tests). */
+  __testPanicOnEvent?: string
+  /** The bench's Rust-only reference handlers (src/hooks/). */
+  __referenceHandlers?: boolean
+}
+
+/** A non-negative finite number, or `fallback` when absent. */
+export function positive<F extends number | undefined>(name: string, value: unknown, fallback: F): number | F {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !(value >= 0) || !Number.isFinite(value)) {
+    throw new TypeError(`option ${name} must be a non-negative number, got ${value}`)
+  }
+  return value
+}
+
+type TrustProxy = Pick<NativeServerOptions, 'trustProxyAll' | 'trustProxyHops' | 'trustProxyList'>
+
+/** `trustProxy`: true (every hop), a hop count, or proxy addresses/CIDR ranges (array or comma list). */
+export function trustProxyOptions(value: unknown): TrustProxy {
+  if (value === undefined || value === false) return {}
+  if (value === true) return { trustProxyAll: true }
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return { trustProxyHops: value }
+  if (typeof value === 'string') value = value.split(',')
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return { trustProxyList: value.map((v: string) => v.trim()) }
+  throw new TypeError('option trustProxy must be true, a hop count, or a list of proxy addresses')
+}
+
+export function stringList(name: string, value: unknown): string[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) {
+    throw new TypeError(`option ${name} must be an array of non-empty strings`)
+  }
+  return value
+}
+
+/** `nodeId`: names this process in connection ids; any non-empty string (default `${hostname}-${pid}`). */
+export function nodeIdOption(value: unknown): string {
+  if (value === undefined) return `${hostname()}-${process.pid}`
+  if (typeof value !== 'string' || value === '') throw new TypeError('option nodeId must be a non-empty string')
+  return value
+}
+
+/** `onInvalidMessage`: `'close'` (default) or `'reply'`. */
+export function checkOnInvalidMessage(value: unknown): void {
+  if (value !== undefined && value !== 'close' && value !== 'reply') {
+    throw new TypeError(`option onInvalidMessage must be 'close' or 'reply'`)
+  }
+}
+
+/** What Rust is told about each namespace. */
+function nativeNamespace(ns: Namespace): NativeNamespaceOptions {
+  return {
+    name: ns.name,
+    path: ns.path,
+    events: ns.contract ? Object.keys(ns.contract.in) : undefined,
+    requests: ns.contract ? Object.keys(ns.contract.requests) : undefined,
+    raw: ns.raw,
+  }
+}
+
+/** The options of the native server (`NativeServer`'s constructor). */
+export function nativeOptions(options: InternalOptions, namespaces: readonly Namespace[], replyOnInvalid: boolean, authenticate: boolean): NativeServerOptions {
+  return {
+    host: options.host,
+    port: positive('port', options.port, undefined),
+    namespaces: namespaces.map(nativeNamespace),
+    maxPayload: positive('maxPayload', options.maxPayload, undefined),
+    heartbeatIntervalMs: positive('heartbeat.intervalMs', options.heartbeat?.intervalMs, undefined),
+    maxQueuedMessages: positive('backpressure.maxQueuedMessages', options.backpressure?.maxQueuedMessages, undefined),
+    maxBufferedBytes: positive('backpressure.maxBufferedBytes', options.backpressure?.maxBufferedBytes, undefined),
+    maxConnections: positive('maxConnections', options.maxConnections, undefined),
+    maxInflightMessages: positive('maxInflightMessages', options.maxInflightMessages, undefined),
+    maxPendingBytes: positive('maxPendingBytes', options.maxPendingBytes, undefined),
+    closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, undefined),
+    handshakeTimeoutMs: positive('handshakeTimeoutMs', options.handshakeTimeoutMs, undefined),
+    replyOnInvalid,
+    workerThreads: positive('workerThreads', options.workerThreads, undefined),
+    allowedOrigins: stringList('allowedOrigins', options.allowedOrigins),
+    ...trustProxyOptions(options.trustProxy),
+    protocols: stringList('protocols', options.protocols),
+    requireProtocol: options.requireProtocol === true,
+    authenticate,
+    panicOnEvent: options.__testPanicOnEvent,
+    referenceHandlers: options.__referenceHandlers === true,
+  }
+}

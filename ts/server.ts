@@ -1,0 +1,375 @@
+// The server as the application sees it (the public `Server`): options and namespaces,
+// connection events, namespace-level handlers, publishing (validate + serialise once in JS, fan
+// out in Rust) and lifecycle. Batches from Rust are routed by batch.ts, held upgrades decided by
+// handshake.ts; each connection's dispatch lives in the connection modules.
+
+import { InboundAcks } from './acks'
+import { onBatch, type BatchHost, type OpenEntry } from './batch'
+import { Connection } from './connection'
+import {
+  RAW,
+  type Conn,
+  type HandlerKey,
+  type InboundHandler,
+  type MessageFn,
+  type RawFn,
+  type RequestFn,
+} from './handler-store'
+import { authenticateUpgrade, takeAccepted, type Accepted, type HandshakeHost } from './handshake'
+import { DEFAULT_NAMESPACE, createNamespaces, type ConnectionHost, type Namespace } from './namespace'
+import { binding, type NativeServer } from './native'
+import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
+import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
+import { hasEvent } from './protocol/contract'
+import { localIds, serialise, strings } from './publish'
+import { isPromiseLike } from './state'
+import type {
+  Audience,
+  AuthResult,
+  Server as PublicServer,
+  ServerStats,
+  ShutdownOptions,
+  UntypedContract,
+  UpgradeIncomingMessage,
+  UpgradeRequest,
+} from './types'
+import { headFromIncomingMessage, packHead } from './upgrade-request'
+
+/** The untyped instantiation of the public `Server`, which the implementation is checked against. */
+export type UntypedServer = PublicServer<UntypedContract, Record<string, UntypedContract>, unknown>
+
+type ConnectionHandler = (conn: Conn) => unknown
+
+/** The parts of a Node `net.Socket` that `handleUpgrade` uses (`_handle` is Node's internal TCP handle). */
+interface AdoptableSocket {
+  _handle?: { fd?: unknown; readStop?: () => void } | null
+  readableLength: number
+  read(size: number): Buffer
+  destroy(): void
+}
+
+/**
+ * The implementation of the public `Server` (named so at run time, as it always was), checked
+ * against its untyped instantiation.
+ */
+export class Server implements UntypedServer, ConnectionHost, BatchHost, HandshakeHost {
+  readonly _nodeId: string
+  readonly _idPrefix: string
+  readonly _acks: InboundAcks
+  readonly _namespaces: readonly Namespace[]
+  readonly _namespaceByName: Map<string, Namespace>
+  readonly _connectionHandlers: ConnectionHandler[][]
+  readonly _connections: Map<number, Connection>
+  readonly _epoch: number
+  readonly _maxBufferedMessages: number
+  readonly _maxInflightMessages: number
+  readonly _requestTimeoutMs: number
+  readonly _closeTimeoutMs: number
+  readonly _exposeErrors: boolean
+  readonly _stats: { unknownReplies: number; droppedMessages: number }
+  readonly _replyOnInvalid: boolean
+  readonly _onError: (error: unknown, conn: Conn | undefined) => void
+  _port: number | undefined
+  _started: boolean
+  readonly _noListen: boolean
+  readonly _authenticate: ((request: UpgradeRequest) => AuthResult<unknown> | Promise<AuthResult<unknown>>) | undefined
+  readonly _authStash: Map<number, Accepted>
+  _keepAlive: ReturnType<typeof setInterval> | undefined
+  _shutdown: Promise<void> | undefined
+  _shutdownResolve: (() => void) | undefined
+  readonly _native: NativeServer
+
+  constructor(options: InternalOptions = {}) {
+    this._nodeId = nodeIdOption(options.nodeId)
+    /** Prefix of every connection id of this server: `${nodeId}:`. */
+    this._idPrefix = `${this._nodeId}:`
+    this._acks = new InboundAcks((pairs, releasedBytes) => this._native.ack(pairs, releasedBytes))
+    this._namespaces = createNamespaces(options, this, this._acks)
+    this._namespaceByName = new Map(this._namespaces.map((ns) => [ns.name, ns]))
+    this._connectionHandlers = this._namespaces.map(() => [])
+    this._connections = new Map()
+    /** `conn.openedAt` is stored as ms since this: a small integer (no heap number) for 24 days. */
+    this._epoch = Date.now()
+    this._maxBufferedMessages = positive('maxBufferedMessages', options.maxBufferedMessages, 100)
+    this._maxInflightMessages = positive('maxInflightMessages', options.maxInflightMessages, 100)
+    this._requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000)
+    this._closeTimeoutMs = positive('closeTimeoutMs', options.closeTimeoutMs, 5000)
+    this._exposeErrors = options.exposeErrors === true
+    this._stats = { unknownReplies: 0, droppedMessages: 0 }
+    this._replyOnInvalid = options.onInvalidMessage === 'reply'
+    this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
+    this._port = undefined
+    this._started = false
+    this._noListen = options.noListen === true
+    this._authenticate = options.authenticate
+    this._authStash = new Map()
+    this._keepAlive = undefined
+    this._shutdown = undefined
+    this._shutdownResolve = undefined
+    if (this._authenticate !== undefined && typeof this._authenticate !== 'function') {
+      throw new TypeError('option authenticate must be a function')
+    }
+    checkOnInvalidMessage(options.onInvalidMessage)
+    this._native = new binding.NativeServer(
+      nativeOptions(options, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined),
+      (json) => onBatch(this, json),
+    )
+  }
+
+  /** Bound port (undefined before `listen()` resolves, as documented). */
+  get port(): number {
+    return this._port as number
+  }
+
+  /** Names this process in connection ids (`${nodeId}:${n}`), unique across a cluster's nodes. */
+  get nodeId(): string {
+    return this._nodeId
+  }
+
+  get connectionCount(): number {
+    return this._connections.size
+  }
+
+  /**
+   * Counters, as a snapshot. `unknownReplies`: replies whose id matched no pending `conn.request`
+   * (late replies to timed-out requests included). `droppedMessages`: messages received but never
+   * handled (see README "Inbound limits"). `inboundPendingBytes`: what the global inbound bound
+   * (`maxPendingBytes`) currently counts.
+   */
+  get stats(): ServerStats {
+    return {
+      unknownReplies: this._stats.unknownReplies,
+      droppedMessages: this._stats.droppedMessages,
+      inboundPendingBytes: this._native.inboundPendingBytes(),
+    }
+  }
+
+  async listen(): Promise<void> {
+    if (this._shutdown) throw new Error('the server was shut down')
+    if (this._noListen) throw new Error('this server was created with noListen: attach it with handleUpgrade() instead')
+    this._port = this._native.listen()
+    this._start()
+  }
+
+  /**
+   * Takes over an upgrade received by a Node HTTP server (`server.on('upgrade', …)`): the socket's
+   * file descriptor is duplicated into Rust, which runs the handshake and owns the WebSocket from
+   * then on; Node's socket is destroyed (closing only Node's descriptor).
+   */
+  handleUpgrade(req: UpgradeIncomingMessage, socket: object, head: Uint8Array): void {
+    const sock = socket as AdoptableSocket
+    if (this._shutdown) {
+      sock.destroy()
+      return
+    }
+    const handle = sock?._handle
+    if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) {
+      throw new TypeError('ferrosocket: handleUpgrade needs a plain TCP net.Socket (terminate TLS in front of Node)')
+    }
+    handle.readStop?.()
+    const parts: Uint8Array[] = [Buffer.from(headFromIncomingMessage(req), 'latin1')]
+    if (head?.length) parts.push(Buffer.from(head))
+    // Bytes Node read after the head but nobody consumed yet (an async router may have delayed us).
+    if (sock.readableLength > 0) parts.push(sock.read(sock.readableLength))
+    this._native.adopt(handle.fd, Buffer.concat(parts))
+    this._start()
+    sock.destroy()
+  }
+
+  /** Like net.Server: a running server keeps the process alive (the Rust callback is weak). */
+  _start(): void {
+    this._started = true
+    this._keepAlive ??= setInterval(() => {}, 0x7fffffff)
+  }
+
+  onConnection(namespace: string | ConnectionHandler, handler?: ConnectionHandler): this {
+    if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
+    this._connectionHandlers[this._namespace(namespace).index].push(handler as ConnectionHandler)
+    return this
+  }
+
+  /**
+   * Handles `event` for every connection of a namespace (default: the default namespace) with one
+   * function: `handler(data, ctx)`, `ctx.conn` being the sender. Same rules as `conn.onMessage`
+   * (validated data, one message at a time per connection, in arrival order); a connection's own
+   * handler for the event wins. Costs no memory per connection.
+   */
+  onMessage(namespace: string, event: string | MessageFn, handler?: MessageFn): this {
+    if (typeof event === 'function') [namespace, event, handler] = [DEFAULT_NAMESPACE, namespace, event]
+    return this._shareHandler(namespace, event, handler, false)
+  }
+
+  /** Answers request `name` for every connection of a namespace: `handler(input, ctx)`, `ctx.conn` being the client. */
+  onRequest(namespace: string, name: string | RequestFn, handler?: RequestFn): this {
+    if (typeof name === 'function') [namespace, name, handler] = [DEFAULT_NAMESPACE, namespace, name]
+    return this._shareHandler(namespace, name, handler, true)
+  }
+
+  /** Registers a namespace-level message (`request` false) or request handler. */
+  _shareHandler(namespace: string, key: unknown, handler: unknown, request: boolean): this {
+    const ns = this._namespace(namespace)
+    if (typeof handler !== 'function') throw new TypeError(`${request ? 'onRequest' : 'onMessage'} needs a handler function`)
+    if (typeof key !== 'string' || key === '') throw new TypeError(`${request ? 'request name' : 'event'} must be a non-empty string`)
+    if (ns.raw) throw new TypeError(request ? 'raw-mode namespaces have no requests' : 'raw-mode namespaces receive messages through onRawMessage')
+    if (ns.contract && !hasEvent(request ? ns.contract.requests : ns.contract.in, key)) {
+      throw new TypeError(request
+        ? `Unknown request "${key}": it is not in the contract's "requests" map`
+        : `Unknown inbound event "${key}": it is not in the contract's "in" map`)
+    }
+    if (request) ns.requestHandlers.set(key, handler as RequestFn)
+    else ns.handlers.set(key, handler as MessageFn)
+    this._replayBuffered(ns, key, request)
+    return this
+  }
+
+  /** Raw-mode namespaces: `handler(data, conn)` for every message of every connection. */
+  onRawMessage(namespace: string | RawFn, handler?: RawFn): this {
+    if (typeof namespace === 'function') [namespace, handler] = [DEFAULT_NAMESPACE, namespace]
+    const ns = this._namespace(namespace)
+    if (typeof handler !== 'function') throw new TypeError('onRawMessage needs a handler function')
+    if (!ns.raw) throw new TypeError('onRawMessage is for raw-mode namespaces (messageFormat: "raw")')
+    ns.handlers.set(RAW, handler as InboundHandler)
+    this._replayBuffered(ns, RAW, false)
+    return this
+  }
+
+  /** Messages that arrived before their namespace handler existed run now. */
+  _replayBuffered(ns: Namespace, key: HandlerKey, requests: boolean): void {
+    for (const conn of this._connections.values()) if (conn._ns === ns) conn._replayBuffered(key, requests)
+  }
+
+  /** A connection of this server by its id (`conn.id`); undefined for ids of other nodes. */
+  getConnection(id: string): Connection | undefined {
+    const nid = this._localId(id)
+    return nid === undefined ? undefined : this._connections.get(nid)
+  }
+
+  /** The native id of a connection id of this node (`${nodeId}:${n}`), else undefined. */
+  _localId(id: unknown): number | undefined {
+    const text = String(id)
+    if (!text.startsWith(this._idPrefix)) return undefined
+    const n = Number(text.slice(this._idPrefix.length))
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined
+  }
+
+  /** Every `publish*` returns how many connections of this process it reached. */
+  broadcast(event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
+    const ns = this._namespace(namespace)
+    return this._native.broadcast(ns.index, serialise(ns.contract, event, data))
+  }
+
+  publishToRoom(room: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
+    const ns = this._namespace(namespace)
+    return this._native.publishToRoom(ns.index, String(room), serialise(ns.contract, event, data))
+  }
+
+  publishToUser(userId: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
+    const ns = this._namespace(namespace)
+    return this._native.publishToUser(ns.index, String(userId), serialise(ns.contract, event, data))
+  }
+
+  publishToAudience(audience: Audience, event: string, data: unknown): number {
+    const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
+    const localId = (id: unknown): number | undefined => this._localId(id)
+    return this._native.publishToAudience(
+      ns.index,
+      strings(audience.rooms),
+      strings(audience.users),
+      localIds(audience.connections, localId),
+      localIds(audience.except, localId),
+      serialise(ns.contract, event, data),
+    )
+  }
+
+  shutdown(code: number = CloseCode.GOING_AWAY, reason: string = Reason.SHUTDOWN, options: ShutdownOptions = {}): Promise<void> {
+    if (this._shutdown) return this._shutdown
+    assertSendableCode(code)
+    const timeoutMs = positive('timeoutMs', options.timeoutMs, 5000)
+    if (!this._started) {
+      this._shutdown = Promise.resolve()
+      this._native.shutdown(code, String(reason), 0)
+      return this._shutdown
+    }
+    this._shutdown = new Promise((resolve) => (this._shutdownResolve = resolve))
+    this._native.shutdown(code, String(reason), timeoutMs)
+    return this._shutdown
+  }
+
+  // ---- internals used by connections, the batch dispatch and the handshake code ----
+
+  _namespace(name: string): Namespace {
+    const ns = this._namespaceByName.get(name)
+    if (!ns) throw new TypeError(`Unknown namespace "${name}"`)
+    return ns
+  }
+
+  _reportError(error: unknown, conn?: Conn): void {
+    try {
+      this._onError(error, conn)
+    } catch {
+      // an onError that throws must not take the dispatcher down
+    }
+  }
+
+  _authenticateUpgrade(authId: number, nsIndex: number, remoteAddress: string, head: string): void {
+    authenticateUpgrade(this, authId, nsIndex, remoteAddress, head)
+  }
+
+  _abandonHandshake(authId: number): void {
+    this._authStash.delete(authId)
+  }
+
+  _opened(entry: OpenEntry): void {
+    const id = entry[1]
+    const nsIndex = entry[2]
+    const authId = entry[4]
+    let request = packHead(entry[5]) // parsed only if someone reads conn.headers/url/query
+    let userId: string | undefined
+    let data: unknown
+    if (authId) {
+      const accepted = takeAccepted(this, authId)
+      if (accepted !== undefined) {
+        request = accepted.request ?? request
+        userId = accepted.userId
+        data = accepted.data
+      }
+    }
+    // `| 0` keeps openedAt a small integer, not a heap number per connection, while it fits (24 days).
+    const sinceEpoch = Date.now() - this._epoch
+    const openedAt = (sinceEpoch | 0) === sinceEpoch ? sinceEpoch | 0 : sinceEpoch
+    const conn = new Connection(this._namespaces[nsIndex], id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
+    this._connections.set(id, conn)
+    for (const handler of this._connectionHandlers[nsIndex]) {
+      try {
+        const r = handler(conn)
+        if (isPromiseLike(r)) {
+          r.then(undefined, (error) => {
+            this._reportError(error, conn)
+            conn._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
+          })
+        }
+      } catch (error) {
+        this._reportError(error, conn)
+        conn._abort(CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
+      }
+    }
+  }
+
+  /** `abandoned`: Rust gave up on input the peer left behind (see Connection#_closed). */
+  _closed(id: number, code: number, reason: string, abandoned: boolean): void {
+    const conn = this._connections.get(id)
+    if (!conn) return
+    this._connections.delete(id)
+    this._acks.forget(id)
+    conn._closed(code, reason, abandoned)
+  }
+
+  _finishShutdown(): void {
+    // Anything Rust queued before completion (close events) is already in this batch.
+    clearInterval(this._keepAlive)
+    this._keepAlive = undefined
+    this._shutdownResolve?.()
+  }
+}
+
+export { DEFAULT_NAMESPACE }
