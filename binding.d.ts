@@ -23,6 +23,16 @@ export declare class NativeServer {
   publishToRoom(namespace: number, room: string, payload: string): number
   publishToUser(namespace: number, user: string, payload: string): number
   publishToAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, payload: string): number
+  /** Ids of the members of a room (this process). */
+  roomMembers(namespace: number, room: string): Array<number>
+  /** Ids of a user's connections in one namespace (this process). */
+  userConnections(namespace: number, user: string): Array<number>
+  /** Open connections of one namespace (this process). */
+  namespaceCount(namespace: number): number
+  /** `[connections, rooms, users]` of this process. */
+  totals(): Array<number>
+  /** Closes every connection in an audience (as `publishToAudience` selects); returns how many. */
+  closeAudience(namespace: number, everyone: boolean, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, code: number, reason: string): number
   join(id: number, room: string): boolean
   leave(id: number, room: string): boolean
   setUser(id: number, user?: string | undefined | null): boolean

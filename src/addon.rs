@@ -264,6 +264,51 @@ impl NativeServer {
         self.server.publish(&audience, payload.as_bytes()) as u32
     }
 
+    /// Ids of the members of a room (this process).
+    #[napi(catch_unwind)]
+    pub fn room_members(&self, namespace: u32, room: String) -> Vec<f64> {
+        self.server.room_members(namespace as usize, &room).into_iter().map(|id| id as f64).collect()
+    }
+
+    /// Ids of a user's connections in one namespace (this process).
+    #[napi(catch_unwind)]
+    pub fn user_connections(&self, namespace: u32, user: String) -> Vec<f64> {
+        self.server.user_connections(namespace as usize, &user).into_iter().map(|id| id as f64).collect()
+    }
+
+    /// Open connections of one namespace (this process).
+    #[napi(catch_unwind)]
+    pub fn namespace_count(&self, namespace: u32) -> u32 {
+        self.server.connection_count(namespace as usize) as u32
+    }
+
+    /// `[connections, rooms, users]` of this process.
+    #[napi(catch_unwind)]
+    pub fn totals(&self) -> Vec<u32> {
+        let (connections, rooms, users) = self.server.totals();
+        vec![connections as u32, rooms as u32, users as u32]
+    }
+
+    /// Closes every connection in an audience (as `publishToAudience` selects); returns how many.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn close_audience(
+        &self,
+        namespace: u32,
+        everyone: bool,
+        rooms: Vec<String>,
+        users: Vec<String>,
+        connections: Vec<f64>,
+        except: Vec<f64>,
+        code: u32,
+        reason: String,
+    ) -> u32 {
+        let connections = ids(&connections);
+        let except = ids(&except);
+        let audience = Audience { namespace: namespace as usize, everyone, rooms: &rooms, users: &users, connections: &connections, except: &except };
+        self.server.close_audience(&audience, code as u16, &reason) as u32
+    }
+
     #[napi(catch_unwind)]
     pub fn join(&self, id: f64, room: String) -> bool {
         self.server.join(id as u64, &room)

@@ -53,6 +53,10 @@ pub trait FanOut: Send + Sync {
     fn room_members(&self, namespace: usize, room: &str) -> Vec<u64>;
     /// Connections of `namespace` (this process).
     fn count(&self, namespace: usize) -> usize;
+    /// Ids of the connections speaking for `user` in `namespace` (this process).
+    fn user_connections(&self, namespace: usize, user: &str) -> Vec<u64>;
+    /// (connections, rooms, users) over every namespace (this process).
+    fn totals(&self) -> (usize, usize, usize);
 }
 
 /// The fan-out of one process.
@@ -130,6 +134,14 @@ impl FanOut for LocalFanOut {
 
     fn count(&self, namespace: usize) -> usize {
         self.registry.count_in(namespace)
+    }
+
+    fn user_connections(&self, namespace: usize, user: &str) -> Vec<u64> {
+        self.registry.user_connections(namespace, user)
+    }
+
+    fn totals(&self) -> (usize, usize, usize) {
+        self.registry.totals()
     }
 }
 

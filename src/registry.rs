@@ -186,6 +186,22 @@ impl<H: Clone> Registry<H> {
         self.inner.read().namespaces.get(namespace).map_or(0, |ns| ns.members.len())
     }
 
+    /// Ids of the connections speaking for `user` in `namespace`.
+    pub fn user_connections(&self, namespace: usize, user: &str) -> Vec<u64> {
+        let inner = self.inner.read();
+        let set = inner.namespaces.get(namespace).and_then(|ns| ns.users.get(user));
+        set.map_or_else(Vec::new, |set| set.keys().copied().collect())
+    }
+
+    /// Totals over every namespace: (connections, rooms with members, users with connections).
+    /// A room or user name in two namespaces counts twice.
+    pub fn totals(&self) -> (usize, usize, usize) {
+        let inner = self.inner.read();
+        let rooms = inner.namespaces.iter().map(|ns| ns.rooms.len()).sum();
+        let users = inner.namespaces.iter().map(|ns| ns.users.len()).sum();
+        (inner.members.len(), rooms, users)
+    }
+
     /// Calls `f` once for every connection in `audience`; returns how many were visited.
     /// Runs under the read lock: `f` must be quick and must not call back into the registry.
     pub fn for_each_in(&self, audience: &Audience<'_>, mut f: impl FnMut(&H)) -> usize {
@@ -283,6 +299,14 @@ mod tests {
         assert_eq!(r.room_members(1, "a"), vec![9]);
         assert!(r.room_members(0, "none").is_empty());
         assert_eq!((r.count_in(0), r.count_in(1), r.count_in(7)), (5, 1, 0));
+        r.set_user(3, Some("ada"));
+        r.set_user(5, Some("ada"));
+        r.set_user(9, Some("ada"));
+        let mut ada = r.user_connections(0, "ada");
+        ada.sort();
+        assert_eq!(ada, vec![3, 5]);
+        assert_eq!(r.user_connections(1, "ada"), vec![9]);
+        assert_eq!(r.totals(), (6, 2, 2), "room 'a' and user 'ada' in both namespaces");
     }
 
     #[test]

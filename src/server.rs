@@ -217,6 +217,26 @@ impl Server {
         self.fanout.count(namespace)
     }
 
+    /// Ids of the connections speaking for `user` in namespace `namespace` (this process).
+    pub fn user_connections(&self, namespace: usize, user: &str) -> Vec<u64> {
+        self.fanout.user_connections(namespace, user)
+    }
+
+    /// (connections, rooms, users) of this process.
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.fanout.totals()
+    }
+
+    /// Starts the close handshake with every connection in `audience`; returns how many.
+    pub fn close_audience(&self, audience: &Audience<'_>, code: u16, reason: &str) -> usize {
+        let mut closing = Vec::new();
+        let n = self.fanout.deliver_local(audience, &mut |conn| closing.push(conn.clone()));
+        for conn in closing {
+            conn.close(code, reason); // outside the index's lock: closing wakes the driver
+        }
+        n
+    }
+
     pub fn leave(&self, id: u64, room: &str) -> bool {
         self.fanout.leave(id, room)
     }

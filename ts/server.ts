@@ -21,6 +21,7 @@ import { binding, type NativeServer } from './native'
 import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
+import { LocalPresence, type PresenceHost } from './presence'
 import { localIds, serialise, strings } from './publish'
 import { isPromiseLike } from './state'
 import type {
@@ -52,7 +53,7 @@ interface AdoptableSocket {
  * The implementation of the public `Server` (named so at run time, as it always was), checked
  * against its untyped instantiation.
  */
-export class Server implements UntypedServer, ConnectionHost, BatchHost, HandshakeHost {
+export class Server implements UntypedServer, ConnectionHost, BatchHost, HandshakeHost, PresenceHost {
   readonly _nodeId: string
   readonly _idPrefix: string
   readonly _acks: InboundAcks
@@ -78,6 +79,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   _shutdown: Promise<void> | undefined
   _shutdownResolve: (() => void) | undefined
   readonly _native: NativeServer
+  /** Who is connected (this process's index; see ts/presence.ts). */
+  readonly presence: LocalPresence
 
   constructor(options: InternalOptions = {}) {
     this._nodeId = nodeIdOption(options.nodeId)
@@ -114,6 +117,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       nativeOptions(options, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined),
       (json) => onBatch(this, json),
     )
+    this.presence = new LocalPresence(this)
   }
 
   /** Bound port (undefined before `listen()` resolves, as documented). */
@@ -278,6 +282,23 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       localIds(audience.connections, localId),
       localIds(audience.except, localId),
       serialise(ns.contract, event, data),
+    )
+  }
+
+  /** Starts the close handshake with every connection of this process in the audience; resolves with how many. */
+  async closeConnections(audience: Audience, code: number = CloseCode.NORMAL, reason: string = ''): Promise<number> {
+    assertSendableCode(code)
+    const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
+    const localId = (id: unknown): number | undefined => this._localId(id)
+    return this._native.closeAudience(
+      ns.index,
+      false,
+      strings(audience.rooms),
+      strings(audience.users),
+      localIds(audience.connections, localId),
+      localIds(audience.except, localId),
+      code,
+      String(reason),
     )
   }
 

@@ -226,6 +226,39 @@ export interface Audience<NSName extends string = string> {
   except?: Iterable<string>
 }
 
+/** One connection as presence reports it. */
+export interface PresenceEntry {
+  /** `conn.id`: `${nodeId}:${n}`. */
+  connectionId: string
+  nodeId: string
+  namespace: string
+  userId: string | null
+  rooms?: string[]
+}
+
+export interface PresenceStats {
+  nodes: number
+  connections: number
+  /** Rooms with at least one member (a name used in two namespaces counts twice). */
+  rooms: number
+  /** Users with at least one connection (per namespace, like rooms). */
+  users: number
+}
+
+/**
+ * Who is connected. Without a cluster the answers come from this process's index; the methods are
+ * async so that a cluster can answer the same calls for every node.
+ */
+export interface Presence<NSName extends string = string> {
+  getRoomMembers(room: string, namespace?: NSName): Promise<PresenceEntry[]>
+  /** Without `namespace`: the user's connections in every namespace. */
+  getUserConnections(userId: string, namespace?: NSName): Promise<PresenceEntry[]>
+  getConnection(connectionId: string): Promise<PresenceEntry | null>
+  /** Without `namespace`: every namespace. */
+  getConnectionCount(namespace?: NSName): Promise<number>
+  getStats(): Promise<PresenceStats>
+}
+
 export interface MessageContext<Conn = Connection<any, unknown>> {
   event: string
   /** `meta` of the envelope (trace context), if the client sent one. */
@@ -342,6 +375,14 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   readonly connectionCount: number
   /** Counters (a snapshot). */
   readonly stats: ServerStats
+  /** Who is connected: room members, a user's connections, counts (this process without a cluster). */
+  readonly presence: Presence<'/' | (keyof NS & string)>
+  /**
+   * Starts the close handshake (`code`, default 1000, and `reason`) with every connection in the
+   * audience (as `publishToAudience` selects it), e.g. to kick a user on every device; resolves with
+   * how many connections of this process it closed.
+   */
+  closeConnections(audience: Audience<'/' | (keyof NS & string)>, code?: number, reason?: string): Promise<number>
   listen(): Promise<void>
   /**
    * Attach mode: hand an upgrade received by a Node HTTP server (`httpServer.on('upgrade', …)`) to

@@ -208,3 +208,21 @@ void anyContract
   // @ts-expect-error nodeId is a string
   createServer({ nodeId: 1 })
 }
+
+// Presence and closeConnections: namespaces are checked, entries are typed.
+{
+  const game = defineContract({ in: { move: z.object({ x: z.number() }) } })
+  const s = createServer({ contract: chat, namespaces: { game } })
+  void (async () => {
+    const members = await s.presence.getRoomMembers('lobby', 'game')
+    assertType<Equal<typeof members[number]['userId'], string | null>>()
+    const stats = await s.presence.getStats()
+    assertType<Equal<typeof stats.nodes, number>>()
+    const closed: number = await s.closeConnections({ namespace: 'game', users: ['ada'] }, 4001, 'kicked')
+    void closed
+    // @ts-expect-error unknown namespace
+    await s.presence.getConnectionCount('lobby')
+    // @ts-expect-error unknown namespace
+    await s.closeConnections({ namespace: 'lobby' })
+  })()
+}
