@@ -24,6 +24,7 @@ declare const sessions: {
   verify(token: string | undefined): Promise<{ userId: string; role: 'admin' | 'member'; banned: boolean } | null>
 }
 declare const app: { getHttpServer(): { on(event: 'upgrade', listener: (req: any, socket: any, head: any) => void): void }; listen(port: number): Promise<void> }
+declare const broker: { publish(channel: string, text: string): Promise<void>; subscribe(channel: string, on: (text: string) => void): () => void }
 declare const Fastify: any
 declare const express: any
 declare const http: any

@@ -21,12 +21,15 @@ import { binding, type NativeServer } from './native'
 import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
+import { BusLink, checkBus, type BusHost } from './cluster'
 import { LocalPresence, type PresenceHost } from './presence'
 import { localIds, serialise, strings } from './publish'
 import { isPromiseLike } from './state'
 import type {
   Audience,
   AuthResult,
+  BusAudience,
+  BusMessage,
   Server as PublicServer,
   ServerStats,
   ShutdownOptions,
@@ -53,7 +56,7 @@ interface AdoptableSocket {
  * The implementation of the public `Server` (named so at run time, as it always was), checked
  * against its untyped instantiation.
  */
-export class Server implements UntypedServer, ConnectionHost, BatchHost, HandshakeHost, PresenceHost {
+export class Server implements UntypedServer, ConnectionHost, BatchHost, HandshakeHost, PresenceHost, BusHost {
   readonly _nodeId: string
   readonly _idPrefix: string
   readonly _acks: InboundAcks
@@ -67,7 +70,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _requestTimeoutMs: number
   readonly _closeTimeoutMs: number
   readonly _exposeErrors: boolean
-  readonly _stats: { unknownReplies: number; droppedMessages: number }
+  readonly _stats: { unknownReplies: number; droppedMessages: number; busPublishErrors: number; busReceived: number }
   readonly _replyOnInvalid: boolean
   readonly _onError: (error: unknown, conn: Conn | undefined) => void
   _port: number | undefined
@@ -81,6 +84,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _native: NativeServer
   /** Who is connected (this process's index; see ts/presence.ts). */
   readonly presence: LocalPresence
+  /** The other nodes, through the application's bus (`cluster.bus`); undefined for one node. */
+  readonly _bus: BusLink | undefined
 
   constructor(options: InternalOptions = {}) {
     this._nodeId = nodeIdOption(options.nodeId)
@@ -98,7 +103,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 15_000)
     this._closeTimeoutMs = positive('closeTimeoutMs', options.closeTimeoutMs, 5000)
     this._exposeErrors = options.exposeErrors === true
-    this._stats = { unknownReplies: 0, droppedMessages: 0 }
+    this._stats = { unknownReplies: 0, droppedMessages: 0, busPublishErrors: 0, busReceived: 0 }
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._port = undefined
@@ -118,6 +123,12 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       (json) => onBatch(this, json),
     )
     this.presence = new LocalPresence(this)
+    const cluster = (options as { cluster?: { bus?: unknown; redis?: unknown } }).cluster
+    if (cluster !== undefined && cluster.redis !== undefined) {
+      throw new TypeError('option cluster.redis is not implemented yet: pass cluster.bus (see README "Running several nodes")')
+    }
+    const bus = checkBus(cluster?.bus)
+    this._bus = bus === undefined ? undefined : new BusLink(bus, this)
   }
 
   /** Bound port (undefined before `listen()` resolves, as documented). */
@@ -145,6 +156,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       unknownReplies: this._stats.unknownReplies,
       droppedMessages: this._stats.droppedMessages,
       inboundPendingBytes: this._native.inboundPendingBytes(),
+      busPublishErrors: this._stats.busPublishErrors,
+      busReceived: this._stats.busReceived,
     }
   }
 
@@ -256,33 +269,63 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     return Number.isSafeInteger(n) && n > 0 ? n : undefined
   }
 
-  /** Every `publish*` returns how many connections of this process it reached. */
+  /**
+   * Every `publish*` returns how many connections of this process it reached; with a cluster bus
+   * it is also handed to the other nodes, which deliver to theirs.
+   */
   broadcast(event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    return this._native.broadcast(ns.index, serialise(ns.contract, event, data))
+    const payload = serialise(ns.contract, event, data)
+    this._bus?.send(ns.name, { everyone: true }, payload)
+    return this._native.broadcast(ns.index, payload)
   }
 
   publishToRoom(room: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    return this._native.publishToRoom(ns.index, String(room), serialise(ns.contract, event, data))
+    const payload = serialise(ns.contract, event, data)
+    this._bus?.send(ns.name, { rooms: [String(room)] }, payload)
+    return this._native.publishToRoom(ns.index, String(room), payload)
   }
 
   publishToUser(userId: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    return this._native.publishToUser(ns.index, String(userId), serialise(ns.contract, event, data))
+    const payload = serialise(ns.contract, event, data)
+    this._bus?.send(ns.name, { users: [String(userId)] }, payload)
+    return this._native.publishToUser(ns.index, String(userId), payload)
   }
 
   publishToAudience(audience: Audience, event: string, data: unknown): number {
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
+    const payload = serialise(ns.contract, event, data)
+    const busAudience = {
+      rooms: strings(audience.rooms),
+      users: strings(audience.users),
+      connections: strings(audience.connections),
+      except: strings(audience.except),
+    }
+    this._bus?.send(ns.name, busAudience, payload)
+    return this._deliver(ns, busAudience, payload)
+  }
+
+  /** Delivers to this node's connections in an audience given with global ids. */
+  _deliver(ns: Namespace, audience: BusAudience, payload: string): number {
+    if (audience.everyone) return this._native.broadcast(ns.index, payload)
     const localId = (id: unknown): number | undefined => this._localId(id)
     return this._native.publishToAudience(
       ns.index,
-      strings(audience.rooms),
-      strings(audience.users),
+      audience.rooms ?? [],
+      audience.users ?? [],
       localIds(audience.connections, localId),
       localIds(audience.except, localId),
-      serialise(ns.contract, event, data),
+      payload,
     )
+  }
+
+  /** A publish of another node, from the bus. */
+  _deliverRemote(message: BusMessage): number {
+    const ns = this._namespaceByName.get(message.namespace)
+    if (ns === undefined || typeof message.payload !== 'string') return 0
+    return this._deliver(ns, message.audience ?? {}, message.payload)
   }
 
   /** Starts the close handshake with every connection of this process in the audience; resolves with how many. */
@@ -306,13 +349,17 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     if (this._shutdown) return this._shutdown
     assertSendableCode(code)
     const timeoutMs = positive('timeoutMs', options.timeoutMs, 5000)
+    let done: Promise<void>
     if (!this._started) {
-      this._shutdown = Promise.resolve()
+      done = Promise.resolve()
       this._native.shutdown(code, String(reason), 0)
-      return this._shutdown
+    } else {
+      done = new Promise((resolve) => (this._shutdownResolve = resolve))
+      this._native.shutdown(code, String(reason), timeoutMs)
     }
-    this._shutdown = new Promise((resolve) => (this._shutdownResolve = resolve))
-    this._native.shutdown(code, String(reason), timeoutMs)
+    // The bus last: until every connection is closed, other nodes' publishes still reach them.
+    const bus = this._bus
+    this._shutdown = bus === undefined ? done : done.then(() => bus.close()).catch((error: unknown) => this._reportError(error))
     return this._shutdown
   }
 

@@ -143,6 +143,8 @@ export interface ServerOptions<
   maxPayload?: number
   /** Names this process in connection ids (`${nodeId}:${n}`), so ids stay unique across the nodes of a cluster. Default `${hostname}-${pid}`. */
   nodeId?: string
+  /** Several nodes: `{ bus }`, a bus the application provides (see README "Running several nodes"). */
+  cluster?: ClusterOptions
   /** Ping interval; a connection with no pong (or any frame) by the next ping closes 1001. `0` disables. Default `{ intervalMs: 30000 }`. */
   heartbeat?: { intervalMs?: number }
   /** Per-connection outbound queue bound; overflow closes the connection 1013. Default `{ maxQueuedMessages: 1000, maxBufferedBytes: 1048576 }`. */
@@ -204,6 +206,10 @@ export interface ServerStats {
   droppedMessages: number
   /** Inbound bytes counted against `maxPendingBytes` now: received and not yet handled or dropped (in the batch for JS, queued, buffered or running). */
   inboundPendingBytes: number
+  /** With `cluster.bus`: publishes the bus refused (threw or rejected); those reached this node only. */
+  busPublishErrors: number
+  /** With `cluster.bus`: publishes of other nodes received and delivered here. */
+  busReceived: number
 }
 
 export interface ShutdownOptions {
@@ -224,6 +230,44 @@ export interface Audience<NSName extends string = string> {
   connections?: Iterable<string>
   /** Connection ids excluded from the union of the others. */
   except?: Iterable<string>
+}
+
+/** The audience of a publish as it crosses nodes: names and global connection ids only. */
+export interface BusAudience {
+  everyone?: boolean
+  rooms?: string[]
+  users?: string[]
+  /** Connection ids (`conn.id`, `${nodeId}:${n}`). */
+  connections?: string[]
+  except?: string[]
+}
+
+/** One publish on its way to the other nodes. */
+export interface BusMessage {
+  /** `nodeId` of the publishing node (it delivered to its own connections already). */
+  origin: string
+  /** Namespace name. */
+  namespace: string
+  audience: BusAudience
+  /** The encoded envelope, validated and serialised once by the publishing node. */
+  payload: string
+}
+
+/**
+ * A bus between the nodes, provided by the application (any engine: a message broker, NATS,
+ * Postgres LISTEN/NOTIFY…). It must deliver each message to every other subscribed node; the
+ * sender's own copy is ignored.
+ */
+export interface ClusterBus {
+  publish(message: BusMessage): void | PromiseLike<void>
+  /** Calls `handler` for each message; returns a function that stops it. */
+  subscribe(handler: (message: BusMessage) => void): (() => void) | void
+  /** Called once by `server.shutdown()`. */
+  shutdown?(): void | PromiseLike<void>
+}
+
+export interface ClusterOptions {
+  bus: ClusterBus
 }
 
 /** One connection as presence reports it. */

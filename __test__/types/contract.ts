@@ -226,3 +226,17 @@ void anyContract
     await s.closeConnections({ namespace: 'lobby' })
   })()
 }
+
+// A cluster bus the application provides: typed messages.
+{
+  const bus: import('../../index.js').ClusterBus = {
+    publish(message) {
+      assertType<Equal<typeof message.payload, string>>()
+      assertType<Equal<typeof message.audience.except, string[] | undefined>>()
+    },
+    subscribe: () => () => {},
+  }
+  createServer({ cluster: { bus } })
+  // @ts-expect-error a bus needs subscribe
+  createServer({ cluster: { bus: { publish() {} } } })
+}
