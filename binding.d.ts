@@ -32,7 +32,7 @@ export declare class NativeServer {
   /** `[connections, rooms, users]` of this process. */
   totals(): Array<number>
   /** Closes every connection in an audience (as `publishToAudience` selects); returns how many. */
-  closeAudience(namespace: number, everyone: boolean, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, code: number, reason: string): number
+  closeAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, code: number, reason: string): number
   join(id: number, room: string): boolean
   leave(id: number, room: string): boolean
   setUser(id: number, user?: string | undefined | null): boolean

@@ -291,11 +291,10 @@ impl NativeServer {
 
     /// Closes every connection in an audience (as `publishToAudience` selects); returns how many.
     #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // the audience's parts, like publish_to_audience
     pub fn close_audience(
         &self,
         namespace: u32,
-        everyone: bool,
         rooms: Vec<String>,
         users: Vec<String>,
         connections: Vec<f64>,
@@ -305,7 +304,7 @@ impl NativeServer {
     ) -> u32 {
         let connections = ids(&connections);
         let except = ids(&except);
-        let audience = Audience { namespace: namespace as usize, everyone, rooms: &rooms, users: &users, connections: &connections, except: &except };
+        let audience = Audience { namespace: namespace as usize, everyone: false, rooms: &rooms, users: &users, connections: &connections, except: &except };
         self.server.close_audience(&audience, code as u16, &reason) as u32
     }
 

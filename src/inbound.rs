@@ -46,11 +46,6 @@ impl InboundBudget {
         let _ = self.held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| Some(h.saturating_sub(bytes)));
     }
 
-    /// True while readers must pause.
-    pub fn is_exhausted(&self) -> bool {
-        self.held.load(Ordering::Relaxed) >= self.max
-    }
-
     /// Whether a connection may read now; `idle`: nothing of it is waiting in JS (see the
     /// module docs on the reserve).
     pub fn admits(&self, idle: bool) -> bool {
@@ -73,11 +68,11 @@ mod tests {
         let b = InboundBudget::new(1000);
         let cost = b.charge(500);
         assert_eq!(cost, 500 + MESSAGE_OVERHEAD);
-        assert!(!b.is_exhausted());
+        assert!(b.admits(false));
         let second = b.charge(300);
-        assert!(b.is_exhausted(), "at the bound every reader pauses");
+        assert!(!b.admits(false), "at the bound every reader pauses");
         b.release(cost);
-        assert!(!b.is_exhausted());
+        assert!(b.admits(false));
         assert_eq!(b.held(), second);
     }
 

@@ -64,6 +64,11 @@ pub trait InboundHook: Send + Sync {
     fn after_input(&self) {}
 }
 
+/// Inbound flow control: the connection's own window has room and the global bound admits it.
+fn may_read(conn: &Conn, ctx: &SessionContext) -> bool {
+    !conn.inflight_full() && ctx.bridge.budget().admits(conn.nothing_inflight())
+}
+
 /// Invalid input the application layer cares about.
 #[derive(Clone, Copy)]
 enum Invalid {
@@ -175,13 +180,12 @@ impl Session {
             if self.read_eof {
                 return Step::Done; // the peer is gone: nothing more can be delivered
             }
-            let may_read = |conn: &Conn| !conn.inflight_full() && ctx.bridge.budget().admits(conn.nothing_inflight());
-            let flow_paused = !closing && !may_read(conn);
+            let flow_paused = !closing && !may_read(conn, ctx);
             conn.set_reading_paused(flow_paused);
             if flow_paused {
                 // Published the flag, then look again: an ack racing with us either saw the flag
                 // (and wakes us) or is seen here (see `Conn::ack`).
-                if may_read(conn) {
+                if may_read(conn, ctx) {
                     continue;
                 }
                 return self.paused(conn, ctx);
@@ -253,7 +257,7 @@ impl Session {
                     return;
                 }
             }
-            if !conn.is_closing() && (conn.inflight_full() || !ctx.bridge.budget().admits(conn.nothing_inflight())) {
+            if !conn.is_closing() && !may_read(conn, ctx) {
                 // `run` decides how to wait.
                 return;
             }

@@ -3,6 +3,7 @@
 
 import { validateOutbound, type NormalisedContract } from './protocol/contract'
 import { encodeEvent } from './protocol/envelope'
+import type { Audience, BusAudience } from './types'
 
 /** Validates and serialises one outbound envelope: once per publish, whatever the audience. */
 export function serialise(contract: NormalisedContract | null, event: unknown, data: unknown): string {
@@ -22,4 +23,14 @@ export function strings(names: Iterable<unknown> | undefined): string[] {
  */
 export function localIds(ids: Iterable<unknown> | undefined, localId: (id: unknown) => number | undefined): number[] {
   return Array.from(ids ?? [], localId).filter((n): n is number => n !== undefined)
+}
+
+/** An application's audience in the form that crosses nodes: arrays of names and global ids. */
+export function globalAudience(audience: Audience): BusAudience {
+  return {
+    rooms: strings(audience.rooms),
+    users: strings(audience.users),
+    connections: strings(audience.connections),
+    except: strings(audience.except),
+  }
 }

@@ -23,7 +23,7 @@ import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
 import { BusLink, checkBus, type BusHost } from './cluster'
 import { LocalPresence, type PresenceHost } from './presence'
-import { localIds, serialise, strings } from './publish'
+import { globalAudience, localIds, serialise } from './publish'
 import { isPromiseLike } from './state'
 import type {
   Audience,
@@ -297,28 +297,22 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   publishToAudience(audience: Audience, event: string, data: unknown): number {
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
     const payload = serialise(ns.contract, event, data)
-    const busAudience = {
-      rooms: strings(audience.rooms),
-      users: strings(audience.users),
-      connections: strings(audience.connections),
-      except: strings(audience.except),
-    }
-    this._bus?.send(ns.name, busAudience, payload)
-    return this._deliver(ns, busAudience, payload)
+    const global = globalAudience(audience)
+    this._bus?.send(ns.name, global, payload)
+    return this._deliver(ns, global, payload)
   }
 
   /** Delivers to this node's connections in an audience given with global ids. */
   _deliver(ns: Namespace, audience: BusAudience, payload: string): number {
     if (audience.everyone) return this._native.broadcast(ns.index, payload)
+    const [rooms, users, connections, except] = this._localAudience(audience)
+    return this._native.publishToAudience(ns.index, rooms, users, connections, except, payload)
+  }
+
+  /** The native form of an audience given with global ids: ids of other nodes match nothing here. */
+  _localAudience(audience: BusAudience): [string[], string[], number[], number[]] {
     const localId = (id: unknown): number | undefined => this._localId(id)
-    return this._native.publishToAudience(
-      ns.index,
-      audience.rooms ?? [],
-      audience.users ?? [],
-      localIds(audience.connections, localId),
-      localIds(audience.except, localId),
-      payload,
-    )
+    return [audience.rooms ?? [], audience.users ?? [], localIds(audience.connections, localId), localIds(audience.except, localId)]
   }
 
   /** A publish of another node, from the bus. */
@@ -332,17 +326,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   async closeConnections(audience: Audience, code: number = CloseCode.NORMAL, reason: string = ''): Promise<number> {
     assertSendableCode(code)
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
-    const localId = (id: unknown): number | undefined => this._localId(id)
-    return this._native.closeAudience(
-      ns.index,
-      false,
-      strings(audience.rooms),
-      strings(audience.users),
-      localIds(audience.connections, localId),
-      localIds(audience.except, localId),
-      code,
-      String(reason),
-    )
+    const [rooms, users, connections, except] = this._localAudience(globalAudience(audience))
+    return this._native.closeAudience(ns.index, rooms, users, connections, except, code, String(reason))
   }
 
   shutdown(code: number = CloseCode.GOING_AWAY, reason: string = Reason.SHUTDOWN, options: ShutdownOptions = {}): Promise<void> {
