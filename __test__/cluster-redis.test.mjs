@@ -324,6 +324,10 @@ test('Redis stopped and restarted empty under traffic: no crash, local delivery 
   // Membership changes and a new connection while Redis is down: the JS thread does not wait.
   await join(b1, 'r2')
   const d1 = await openClient(n2, { user: 'dee' })
+  // ...but sync() cannot promise those changes are in Redis: it rejects after its timeout.
+  const syncStarted = Date.now()
+  await assert.rejects(n2.sync(300), 'presence.sync(300) rejects while Redis is down and n2 has unsynced changes')
+  assert.ok(Date.now() - syncStarted < 3000, 'sync(300) gave up after about its timeout')
   await waitUntil(async () => (await n1.stats()).busDropped > before[0].busDropped, 3000, 'n1 to count its dropped publish')
   for (const n of nodes) assert.equal(n.alive, true, `${n.nodeId} survived the outage`)
 
