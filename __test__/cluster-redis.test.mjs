@@ -238,6 +238,7 @@ test('a node killed with kill -9 disappears from every other node\'s presence wi
       `n3's entries to disappear from ${n.nodeId}'s presence`,
     )
   const [after1, after2] = await Promise.all([gone(n1), gone(n2)])
+  t.diagnostic(`n3 gone from n1's presence ${after1} ms and from n2's ${after2} ms after kill -9 (nodeTimeoutMs ${NODE_TIMEOUT_MS})`)
   // Within nodeTimeoutMs; 1 s of slack for the 25 ms polling and a loaded 2-core machine.
   for (const [n, ms] of [[n1, after1], [n2, after2]]) {
     assert.ok(ms <= NODE_TIMEOUT_MS + 1000, `${n.nodeId} still showed n3 ${ms} ms after kill -9 (nodeTimeoutMs ${NODE_TIMEOUT_MS})`)
@@ -333,11 +334,10 @@ test('Redis stopped and restarted empty under traffic: no crash, local delivery 
 
   await redis.start() // same port, empty: nothing was saved
   const restartedAtSeq = trafficSeq
-  await waitUntil(
-    async () => (await Promise.all(nodes.map((n) => n.stats()))).every((s, i) => s.redisConnected === true && s.redisReconnects > before[i].redisReconnects),
-    10_000,
-    'every node to reconnect to the restarted Redis',
-  )
+  // Reconnected: redisConnected again (redisReconnects is asserted at the end, so that a wrong
+  // counter does not hide whether delivery and presence came back).
+  await waitUntil(async () => (await Promise.all(nodes.map((n) => n.stats()))).every((s) => s.redisConnected === true), 10_000,
+    'every node to reconnect to the restarted Redis (redisConnected: true)')
   await Promise.all(nodes.map((n) => n.sync(5000)))
 
   // Cross-node delivery is back in every direction, without restarting a node. What was published
@@ -369,7 +369,8 @@ test('Redis stopped and restarted empty under traffic: no crash, local delivery 
   const afterStats = await Promise.all(nodes.map((n) => n.stats()))
   nodes.forEach((n, i) => {
     assert.equal(afterStats[i].redisConnected, true, n.nodeId)
-    assert.ok(afterStats[i].redisReconnects >= before[i].redisReconnects + 1, `${n.nodeId}: redisReconnects counted`)
+    assert.ok(afterStats[i].redisReconnects >= before[i].redisReconnects + 1,
+      `${n.nodeId}: redisReconnects counts the reconnect (${before[i].redisReconnects} before the outage, ${afterStats[i].redisReconnects} after)`)
     assert.ok(n.alive, `${n.nodeId} is still running`)
   })
   assert.ok(afterStats[0].busDropped > before[0].busDropped, 'n1 counted its dropped cross-node publish')
