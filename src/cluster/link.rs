@@ -99,8 +99,12 @@ pub struct Link {
     counters: Counters,
     /// Ops of the membership written to Redis (for `sync`).
     written: watch::Sender<u64>,
-    /// Version of the wanted channels that is subscribed (for `sync`).
+    /// Version of the wanted channels that is subscribed (for `sync`); 0 after a reconnect
+    /// until the subscriptions are renewed.
     subscribed: watch::Sender<u64>,
+    /// Redis holds this node's presence as of `written` (false from a reconnect until a
+    /// heartbeat found it intact or it was restored).
+    registered: watch::Sender<bool>,
     /// The incarnation presence is written under, while registered.
     incarnation: Mutex<Option<String>>,
     /// Wakes the presence task at once (a reconnect: check whether Redis kept our presence).
@@ -159,6 +163,7 @@ impl Link {
             counters: Counters::default(),
             written: watch::Sender::new(0),
             subscribed: watch::Sender::new(0),
+            registered: watch::Sender::new(false),
             incarnation: Mutex::new(None),
             check_now: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -242,7 +247,9 @@ impl Link {
         let (ops, channels) = (self.membership.queued(), self.membership.wanted_version());
         let mut written = self.written.subscribe();
         let mut subscribed = self.subscribed.subscribe();
+        let mut registered = self.registered.subscribe();
         let wait = async {
+            let _ = registered.wait_for(|&r| r).await;
             let _ = written.wait_for(|&w| w >= ops).await;
             let _ = subscribed.wait_for(|&s| s >= channels).await;
         };
@@ -287,6 +294,7 @@ impl Link {
         }
         self.maintain(&incarnation, "hello").await?;
         *self.incarnation.lock() = Some(incarnation.clone());
+        self.registered.send_replace(true);
         self.written.send_if_modified(|w| {
             let advanced = covers > *w;
             *w = (*w).max(covers);
@@ -385,6 +393,7 @@ async fn subscribe_loop(link: Arc<Link>, sharded: bool) {
                     return;
                 }
                 active.clear(); // a new connection has no subscriptions
+                link.subscribed.send_replace(0);
                 dirty = true;
             }
             _ = link.membership.channels_changed.notified() => dirty = true,
@@ -427,13 +436,13 @@ async fn reconcile(link: &Link, active: &mut HashSet<String>, sharded: bool) -> 
     true
 }
 
+/// Runs from after the first connection: every event is a reconnection, after which Redis may
+/// be a restarted, empty server: presence is checked at once.
 async fn count_reconnects(link: Arc<Link>) {
     let mut reconnects = link.client.reconnect_rx();
-    let mut first = true;
     while let Ok(_server) = reconnects.recv().await {
-        if !std::mem::take(&mut first) {
-            link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
+        link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        link.registered.send_replace(false);
         link.check_now.notify_one();
     }
 }
@@ -480,6 +489,7 @@ async fn presence_loop(link: Arc<Link>) {
                 // A failed call may or may not have applied: the same.
                 Ok(false) | Err(_) => {
                     incarnation = None;
+                    link.registered.send_replace(false);
                     link.membership.request_restore();
                     break;
                 }
@@ -491,8 +501,12 @@ async fn presence_loop(link: Arc<Link>) {
                 reap_left = left > 0;
                 if alive == 0 {
                     incarnation = None;
+                    link.registered.send_replace(false);
                     link.membership.request_restore();
-                } else if reap_left {
+                } else {
+                    link.registered.send_replace(true);
+                }
+                if reap_left {
                     link.check_now.notify_one(); // keep reaping, a bounded step at a time
                 }
             }
