@@ -34,7 +34,7 @@ pub const MAX_QUEUED_PUBLISHES: usize = 16_384;
 /// Received messages buffered between the Redis connection and the delivering task; a
 /// subscriber that falls this far behind loses the oldest (counted in `busDropped`).
 const RECEIVE_BUFFER: usize = 16_384;
-/// Publishes per pipeline.
+/// Publishes issued together (one round trip).
 const PUBLISH_BATCH: usize = 512;
 /// Presence ops per script call.
 const OPS_PER_CALL: usize = 512;
@@ -334,22 +334,28 @@ fn epoch() -> u64 {
 }
 
 async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<(String, Bytes)>, sharded: bool) {
+    // At most once: a publish that cannot be written now fails at once instead of waiting in
+    // fred's buffer for a reconnection (it would arrive late, after the outage) or being retried.
+    let options = Options { fail_fast: true, max_attempts: Some(1), timeout: Some(Duration::from_secs(2)), ..Default::default() };
+    let fast = link.client.with_options(&options);
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
         if !link.client.is_connected() {
-            // At most once: what cannot be sent now is not kept for later.
             link.counters.dropped.fetch_add(n, Ordering::Relaxed);
             batch.clear();
             continue;
         }
-        let pipeline = link.client.pipeline();
-        for (channel, bytes) in batch.drain(..) {
-            let queued: Result<Value, Error> = if sharded { pipeline.spublish(channel, bytes).await } else { pipeline.publish(channel, bytes).await };
-            drop(queued); // a pipeline answers at `all`
-        }
-        let results: Vec<Result<Value, Error>> = pipeline.try_all().await;
-        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        // Issued in order on the multiplexed connection (fred pipelines concurrent commands):
+        // one round trip per batch.
+        let sends = batch.drain(..).map(|(channel, bytes)| {
+            let fast = &fast;
+            async move {
+                let sent: Result<Value, Error> = if sharded { fast.spublish(channel, bytes).await } else { fast.publish(channel, bytes).await };
+                sent.is_ok()
+            }
+        });
+        let ok = futures::future::join_all(sends).await.into_iter().filter(|&sent| sent).count() as u64;
         link.counters.published.fetch_add(ok, Ordering::Relaxed);
         link.counters.dropped.fetch_add(n - ok, Ordering::Relaxed);
     }
