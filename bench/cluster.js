@@ -567,6 +567,13 @@ function markdown(report) {
           '.',
       )
     }
+    for (const x of raw.filter((r) => r.node_stats && r.rep === 0)) {
+      const keys = [...new Set(x.node_stats.flatMap((s) => Object.keys(s || {})))].filter((k) => /^(bus|redis)/.test(k))
+      if (!keys.length) continue
+      const v = (s, k) => (s == null || s[k] == null ? '–' : typeof s[k] === 'number' ? fmtInt(s[k]) : String(s[k]))
+      L.push('')
+      L.push(`${x.peer} \`server.stats\` at shutdown, nodes 1/2/3: ${keys.map((k) => `${k} ${x.node_stats.map((s) => v(s, k)).join('/')}`).join(', ')}.`)
+    }
     const notes = raw.filter((x) => x.error || (x.summary && !x.summary.ok))
     for (const n of notes) L.push(`\n⚠ ${n.peer}${report.repeat > 1 ? ` (run ${n.rep + 1})` : ''}: ${describeProblem(n)}`)
     L.push('')
