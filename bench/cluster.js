@@ -410,6 +410,12 @@ function summarize(wl, rec) {
     node_cpu_util: (srv.per_pid || []).map((p) => p.cpu_util),
     redis_cpu_util: w.aux?.[0]?.cpu_util,
     loadgen_cpu_util: w.loadgen?.cpu_util,
+    // busy CPU of the whole machine in the window minus nodes, Redis and load generator: other
+    // processes competing with the run (a compile, another benchmark); ~0 on a quiet machine
+    other_cpu_util:
+      w.machine?.busy_util != null && srv.cpu_util != null
+        ? Math.max(0, Math.round((w.machine.busy_util - srv.cpu_util - (w.aux?.[0]?.cpu_util || 0) - (w.loadgen?.cpu_util || 0)) * 1000) / 1000)
+        : null,
     rss_mb_end: srv.rss_kb_end != null ? Math.round(srv.rss_kb_end / 1024) : null,
     delivery_us: { p50: j.delivery_us?.p50, p99: j.delivery_us?.p99 },
     completion_us: { p50: j.completion_us?.p50, p99: j.completion_us?.p99 },
@@ -519,7 +525,8 @@ function markdown(report) {
   L.push(
     '- *per node CPU-s* = deliveries in the measured window ÷ CPU seconds (utime+stime, all threads, from /proc) used by the 3 node processes in it; ' +
       '*incl. Redis* also counts redis-server\'s CPU. *nodes CPU* is the sum over the 3 nodes (200% = both cores), split per node in brackets. ' +
-      'Delivery latency = receive time − send time in the broadcast (same clock: the load generator); completion = until every member of the room has it.',
+      'Delivery latency = receive time − send time in the broadcast (same clock: the load generator); completion = until every member of the room has it. ' +
+      '*other CPU* = the whole machine\'s busy CPU in the window (/proc/stat) minus nodes, Redis and load generator: other processes competing with the run (should be near 0%).',
   )
   L.push('')
   const others = report.peers.filter((p) => p !== BASELINE)
@@ -541,17 +548,17 @@ function markdown(report) {
     const raw = report.runs.filter((x) => x.workload === wl.id)
     L.push(`## ${wl.id}: ${wl.title}`)
     L.push('')
-    L.push('| server | deliveries/s | per node CPU-s | per CPU-s incl. Redis | delivery p50 (ms) | delivery p99 (ms) | completion p50 (ms) | completion p99 (ms) | nodes CPU [n1/n2/n3] | Redis CPU | loadgen CPU |')
-    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    L.push('| server | deliveries/s | per node CPU-s | per CPU-s incl. Redis | delivery p50 (ms) | delivery p99 (ms) | completion p50 (ms) | completion p99 (ms) | nodes CPU [n1/n2/n3] | Redis CPU | loadgen CPU | other CPU |')
+    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const rec of recs) {
       const s = rec.summary
       if (!s) {
-        L.push(`| ${rec.peer} | error: ${String(rec.error).replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 300)} ||||||||||`)
+        L.push(`| ${rec.peer} | error: ${String(rec.error).replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 300)} |||||||||||`)
         continue
       }
       const split = (s.node_cpu_util || []).map((x) => Math.round(x * 100)).join('/')
       L.push(
-        `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtInt(s.per_cpu_s_with_redis)} | ${fmtMs(s.delivery_us?.p50)} | ${fmtMs(s.delivery_us?.p99)} | ${fmtMs(s.completion_us?.p50)} | ${fmtMs(s.completion_us?.p99)} | ${fmtPct(s.nodes_cpu_util)} [${split}] | ${fmtPct(s.redis_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} |`,
+        `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtInt(s.per_cpu_s_with_redis)} | ${fmtMs(s.delivery_us?.p50)} | ${fmtMs(s.delivery_us?.p99)} | ${fmtMs(s.completion_us?.p50)} | ${fmtMs(s.completion_us?.p99)} | ${fmtPct(s.nodes_cpu_util)} [${split}] | ${fmtPct(s.redis_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} | ${fmtPct(s.other_cpu_util)} |`,
       )
     }
     if (report.repeat > 1) {

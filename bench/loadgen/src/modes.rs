@@ -870,3 +870,58 @@ async fn idle_conn(ctx: Rc<Ctx>, st: Rc<IdleState>, i: usize) {
         st.conns.closed_early.set(st.conns.closed_early.get() + 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(urls: usize) -> Ctx {
+        let urls: Vec<String> = (0..urls).map(|i| format!("ws://127.0.0.1:{}/ws", 9000 + i)).collect();
+        Ctx {
+            targets: urls.iter().map(|u| ws::parse_url(u).unwrap()).collect(),
+            urls,
+            proto: ws::Proto::Plain,
+            sources: vec![],
+            server_pids: vec![],
+            aux_pids: vec![],
+            warmup: Duration::from_millis(0),
+            connect_concurrency: 1,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn round_robin_targets() {
+        let c = ctx(3);
+        assert_eq!(c.target_for(0).addr.port(), 9000);
+        assert_eq!(c.target_for(4).addr.port(), 9001);
+        assert_eq!(c.target_for(1502).addr.port(), 9002);
+    }
+
+    #[test]
+    fn completion_loss_and_late_deliveries() {
+        let st = FanState::new(&ctx(3), 2, 2, 4);
+        st.phase.set(MEASURE);
+        // publisher 0: seq 0 to a room of 2; publisher 1: seq 1 to a room of 3
+        for (seq, remaining, publisher) in [(0u64, 2usize, 0usize), (1, 3, 1)] {
+            st.pending.borrow_mut().insert(seq, Pending { t: 1_000, remaining, publisher });
+            st.inflight[publisher].set(1);
+        }
+        st.delivered(0, 1_000, 1_050);
+        st.delivered(0, 1_000, 1_070);
+        assert_eq!((st.completed.get(), st.inflight[0].get(), st.inflight[1].get()), (1, 0, 1));
+        st.delivered(1, 1_000, 1_080);
+        // seq 1 still lacks 2 deliveries: given up after 1 ms (now = 2_500 us)
+        st.expire(1_900, 1_000);
+        assert_eq!(st.lost.get(), 0);
+        st.expire(2_500, 1_000);
+        assert_eq!((st.lost.get(), st.missing.get(), st.inflight[1].get()), (1, 2, 0));
+        // a late delivery of it, or a duplicate of a completed one, is unknown
+        st.delivered(1, 1_000, 3_000);
+        st.delivered(0, 1_000, 3_000);
+        assert_eq!(st.unknown.get(), 2);
+        assert_eq!(st.deliveries.get(), 5);
+        // latencies 50, 70, 80 µs in the window (exact below 128 µs), then 2 s late ones
+        assert_eq!(st.delivery.borrow().percentile(50.0), 80);
+    }
+}
