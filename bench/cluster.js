@@ -34,10 +34,12 @@ const USAGE = `usage: node bench/cluster.js [--quick] [--peers ferrosocket-clust
   --repeat N      run every workload × peer N times (peers interleaved) and report medians
   --out DIR       results directory (default bench/results)
   --redis-server  path of redis-server (default: redis-server from PATH; needs Redis >= 7 for the sharded peer)
+  --quiet-wait S  before each run, wait up to S seconds (default 60; 0: don't) until other processes
+                  use < 25% of a CPU, so a compile elsewhere does not land in the measurement
 Every run starts its own redis-server (--save '' --appendonly no) on a free port and 3 nodes of the peer.`
 
 function parseArgs(argv) {
-  const o = { quick: false, out: path.join(BENCH, 'results'), redisServer: 'redis-server' }
+  const o = { quick: false, out: path.join(BENCH, 'results'), redisServer: 'redis-server', quietWait: 60 }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => {
@@ -53,6 +55,7 @@ function parseArgs(argv) {
     else if (key === '--repeat') o.repeat = Math.max(1, Number(val()) | 0)
     else if (key === '--out') o.out = path.resolve(val())
     else if (key === '--redis-server') o.redisServer = val()
+    else if (key === '--quiet-wait') o.quietWait = Math.max(0, Number(val()) || 0)
     else if (key === '-h' || key === '--help') {
       console.log(USAGE)
       process.exit(0)
@@ -332,6 +335,42 @@ async function redisPubsubCalls(port) {
   }
 }
 
+/** Busy CPU seconds of the whole machine (first line of /proc/stat), or null. */
+function machineBusyS() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0)) / CLK_TCK
+  } catch {
+    return null
+  }
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })
+  return Number(r.stdout) || 100
+})()
+
+/** Wait (up to maxS) until the machine's busy CPU over 1 s is below 0.25 of a CPU; returns what was seen. */
+async function waitQuiet(maxS) {
+  const t0 = Date.now()
+  let said = false
+  for (;;) {
+    const a = machineBusyS()
+    await sleep(1000)
+    const b = machineBusyS()
+    if (a == null || b == null) return null
+    const busy = Math.round((b - a) * 100) / 100
+    const waited = Math.round((Date.now() - t0) / 1000)
+    if (busy < 0.25) return { busy_cpus: busy, waited_s: waited }
+    if (waited >= maxS) {
+      log(`  the machine is still busy (${busy} CPUs used by other processes after ${waited} s): running anyway`)
+      return { busy_cpus: busy, waited_s: waited, gave_up: true }
+    }
+    if (!said) log(`  waiting for a quiet machine (other processes use ${busy} CPUs; up to ${maxS} s)`)
+    said = true
+  }
+}
+
 let RUN_SEQ = 0
 
 async function runOne(name, wl, ctx) {
@@ -340,6 +379,7 @@ async function runOne(name, wl, ctx) {
   let redis = null
   const nodes = []
   try {
+    if (ctx.quietWait > 0) rec.quiet_before = await waitQuiet(ctx.quietWait)
     redis = await startRedis(ctx.redisServer)
     rec.redis = { port: redis.port, pid: redis.pid }
     const started = await Promise.allSettled(Array.from({ length: NODES }, (_, i) => startNode(name, i, redis.url, run)))
@@ -674,7 +714,7 @@ async function main() {
   const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all
   const wanted = opts.peers || PEER_ORDER
   for (const p of wanted) if (!PEERS[p]) fail(`unknown peer ${p} (known: ${PEER_ORDER.join(', ')})`)
-  const ctx = { redisServer: opts.redisServer, redisVersion: rv.version, redisMajor: rv.major }
+  const ctx = { redisServer: opts.redisServer, redisVersion: rv.version, redisMajor: rv.major, quietWait: opts.quietWait }
   const peers = []
   const skipped = {}
   for (const p of PEER_ORDER.filter((x) => wanted.includes(x))) {
