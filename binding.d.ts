@@ -22,7 +22,11 @@ export declare class NativeServer {
   broadcast(namespace: number, payload: string): number
   publishToRoom(namespace: number, room: string, payload: string): number
   publishToUser(namespace: number, user: string, payload: string): number
-  publishToAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, payload: string): number
+  /**
+   * `connections`/`except`: ids of this process; `remote*`: global ids of other nodes'
+   * connections (a cluster carries them there).
+   */
+  publishToAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, remoteConnections: Array<string>, remoteExcept: Array<string>, payload: string): number
   /** Ids of the members of a room (this process). */
   roomMembers(namespace: number, room: string): Array<number>
   /** Ids of a user's connections in one namespace (this process). */
@@ -32,7 +36,7 @@ export declare class NativeServer {
   /** `[connections, rooms, users]` of this process. */
   totals(): Array<number>
   /** Closes every connection in an audience (as `publishToAudience` selects); returns how many. */
-  closeAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, code: number, reason: string): number
+  closeAudience(namespace: number, everyone: boolean, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, remoteConnections: Array<string>, remoteExcept: Array<string>, code: number, reason: string): number
   join(id: number, room: string): boolean
   leave(id: number, room: string): boolean
   setUser(id: number, user?: string | undefined | null): boolean
@@ -58,6 +62,15 @@ export declare class NativeServer {
   ack(pairs: Float64Array, releasedBytes: number): void
   /** Inbound bytes waiting for JS or being handled (the global budget's use). */
   inboundPendingBytes(): number
+  /** Starts a presence query (`lua/query.lua`'s arguments); answered in a batch as call `call_id`. */
+  clusterQuery(callId: number, args: Array<string>): void
+  /** Answered (as call `call_id`) once this node's membership so far is visible cluster-wide. */
+  clusterSync(callId: number, timeoutMs: number): void
+  /**
+   * `[published, received, dropped, invalid, reconnects, subscriptions, connected]`, or null
+   * without a cluster.
+   */
+  clusterStats(): Array<number> | null
   shutdown(code: number, reason: string, timeoutMs: number): void
 }
 
@@ -97,6 +110,12 @@ export interface ServerOptions {
   authenticate?: boolean
   panicOnEvent?: string
   referenceHandlers?: boolean
+  nodeId?: string
+  /** `cluster.redis` as a URL; absent = one process. */
+  clusterRedisUrl?: string
+  clusterPrefix?: string
+  clusterNodeTimeoutMs?: number
+  clusterSharded?: boolean
 }
 
 /** Test hook: proves a panic inside an export becomes a JS exception. */

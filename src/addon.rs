@@ -1,7 +1,8 @@
 //! The N-API surface: converts JS values to core types and back, nothing else. Every export
 //! catches panics (`catch_unwind`) so a bug surfaces as a JS exception, never as an abort.
 
-use crate::config::{Config, NamespaceConfig};
+use crate::config::{ClusterConfig, Config, NamespaceConfig};
+use crate::fanout::RemoteIds;
 use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
 use crate::upgrade::AuthVerdict;
 use crate::registry::Audience;
@@ -52,6 +53,12 @@ pub struct ServerOptions {
     pub authenticate: Option<bool>,
     pub panic_on_event: Option<String>,
     pub reference_handlers: Option<bool>,
+    pub node_id: Option<String>,
+    /// `cluster.redis` as a URL; absent = one process.
+    pub cluster_redis_url: Option<String>,
+    pub cluster_prefix: Option<String>,
+    pub cluster_node_timeout_ms: Option<f64>,
+    pub cluster_sharded: Option<bool>,
 }
 
 fn count(v: Option<f64>, default: usize) -> usize {
@@ -132,6 +139,13 @@ fn to_config(o: ServerOptions) -> Result<Config> {
         protocols: o.protocols.unwrap_or_default(),
         require_protocol: o.require_protocol.unwrap_or(false),
         authenticate: o.authenticate.unwrap_or(false),
+        node_id: o.node_id.unwrap_or(d.node_id),
+        cluster: o.cluster_redis_url.map(|url| ClusterConfig {
+            url,
+            prefix: o.cluster_prefix.unwrap_or_else(|| "ferrosocket".into()),
+            node_timeout: millis(o.cluster_node_timeout_ms, Duration::from_secs(10)),
+            sharded: o.cluster_sharded,
+        }),
     })
 }
 
@@ -224,24 +238,27 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn broadcast(&self, namespace: u32, payload: String) -> u32 {
         let audience = Audience { namespace: namespace as usize, everyone: true, ..Default::default() };
-        self.server.publish(&audience, payload.as_bytes()) as u32
+        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
     #[napi(catch_unwind)]
     pub fn publish_to_room(&self, namespace: u32, room: String, payload: String) -> u32 {
         let rooms = [room];
         let audience = Audience { namespace: namespace as usize, rooms: &rooms, ..Default::default() };
-        self.server.publish(&audience, payload.as_bytes()) as u32
+        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
     #[napi(catch_unwind)]
     pub fn publish_to_user(&self, namespace: u32, user: String, payload: String) -> u32 {
         let users = [user];
         let audience = Audience { namespace: namespace as usize, users: &users, ..Default::default() };
-        self.server.publish(&audience, payload.as_bytes()) as u32
+        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
+    /// `connections`/`except`: ids of this process; `remote*`: global ids of other nodes'
+    /// connections (a cluster carries them there).
     #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)] // the audience's parts
     pub fn publish_to_audience(
         &self,
         namespace: u32,
@@ -249,6 +266,8 @@ impl NativeServer {
         users: Vec<String>,
         connections: Vec<f64>,
         except: Vec<f64>,
+        remote_connections: Vec<String>,
+        remote_except: Vec<String>,
         payload: String,
     ) -> u32 {
         let connections = ids(&connections);
@@ -261,7 +280,8 @@ impl NativeServer {
             connections: &connections,
             except: &except,
         };
-        self.server.publish(&audience, payload.as_bytes()) as u32
+        let remote = RemoteIds { connections: &remote_connections, except: &remote_except };
+        self.server.publish(&audience, &remote, payload.as_bytes()) as u32
     }
 
     /// Ids of the members of a room (this process).
@@ -295,17 +315,21 @@ impl NativeServer {
     pub fn close_audience(
         &self,
         namespace: u32,
+        everyone: bool,
         rooms: Vec<String>,
         users: Vec<String>,
         connections: Vec<f64>,
         except: Vec<f64>,
+        remote_connections: Vec<String>,
+        remote_except: Vec<String>,
         code: u32,
         reason: String,
     ) -> u32 {
         let connections = ids(&connections);
         let except = ids(&except);
-        let audience = Audience { namespace: namespace as usize, everyone: false, rooms: &rooms, users: &users, connections: &connections, except: &except };
-        self.server.close_audience(&audience, code as u16, &reason) as u32
+        let audience = Audience { namespace: namespace as usize, everyone, rooms: &rooms, users: &users, connections: &connections, except: &except };
+        let remote = RemoteIds { connections: &remote_connections, except: &remote_except };
+        self.server.close_audience(&audience, &remote, code as u16, &reason) as u32
     }
 
     #[napi(catch_unwind)]
@@ -378,6 +402,27 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn inbound_pending_bytes(&self) -> f64 {
         self.server.inbound_pending_bytes() as f64
+    }
+
+    /// Starts a presence query (`lua/query.lua`'s arguments); answered in a batch as call `call_id`.
+    #[napi(catch_unwind)]
+    pub fn cluster_query(&self, call_id: f64, args: Vec<String>) {
+        self.server.cluster_query(call_id as u64, args)
+    }
+
+    /// Answered (as call `call_id`) once this node's membership so far is visible cluster-wide.
+    #[napi(catch_unwind)]
+    pub fn cluster_sync(&self, call_id: f64, timeout_ms: f64) {
+        self.server.cluster_sync(call_id as u64, Duration::from_millis(timeout_ms.max(0.0) as u64))
+    }
+
+    /// `[published, received, dropped, invalid, reconnects, subscriptions, connected]`, or null
+    /// without a cluster.
+    #[napi(catch_unwind)]
+    pub fn cluster_stats(&self) -> Option<Vec<f64>> {
+        self.server.cluster_stats().map(|s| {
+            vec![s.published as f64, s.received as f64, s.dropped as f64, s.invalid as f64, s.reconnects as f64, s.subscriptions as f64, f64::from(u8::from(s.connected))]
+        })
     }
 
     #[napi(catch_unwind)]

@@ -24,6 +24,8 @@
 //!   request id's JSON text as a JSON string (`"7"`, `"\"a\""`), so JS can echo it byte for byte
 //! - `[8, id, replyId, data|null, error|null, size]`  reply to a server request (`replyId` verbatim
 //!   JSON, i.e. the parsed string or number; `error` the client's error object or null)
+//! - `[9, callId, answer|null, "error"|null]`  a cluster call finished (`answer`: the presence
+//!   script's JSON, verbatim)
 //!
 //! Messages, requests and replies all count as in flight for inbound flow control until JS
 //! acknowledges them, and `size` (what the entry was charged to the [`InboundBudget`]) stays
@@ -44,6 +46,7 @@ pub const KIND_HANDSHAKE: u8 = 5;
 pub const KIND_ABANDONED: u8 = 6;
 pub const KIND_REQUEST: u8 = 7; // `push_message` writes KIND_MESSAGE and KIND_REQUEST as literals
 pub const KIND_REPLY: u8 = 8;
+pub const KIND_CLUSTER: u8 = 9;
 
 #[derive(Default)]
 struct Batch {
@@ -201,6 +204,24 @@ impl Bridge {
             let _ = write!(b.json, "[{KIND_CLOSE},{id},{code},");
             push_json_str(&mut b.json, reason);
             let _ = write!(b.json, ",{}]", u8::from(abandoned));
+        });
+    }
+
+    /// The end of a cluster call (a presence query or `sync`): `Ok` holds JSON text.
+    pub fn push_cluster_answer(&self, call_id: u64, answer: Result<&str, &str>) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_CLUSTER},{call_id},");
+            match answer {
+                Ok(json) => {
+                    b.json.push_str(if json.is_empty() { "null" } else { json });
+                    b.json.push_str(",null]");
+                }
+                Err(message) => {
+                    b.json.push_str("null,");
+                    push_json_str(&mut b.json, message);
+                    b.json.push(']');
+                }
+            }
         });
     }
 

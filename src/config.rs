@@ -48,6 +48,29 @@ pub struct Config {
     pub require_protocol: bool,
     /// Hold each upgrade until JS decides (`authenticate`).
     pub authenticate: bool,
+    /// Names this process in global connection ids (`"{node_id}:{n}"`).
+    pub node_id: String,
+    /// Several nodes over Redis; `None` = this process alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `cluster: { redis, prefix, nodeTimeoutMs, sharded }`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Start of every key and channel name, so several apps can share one Redis.
+    pub prefix: String,
+    /// A node whose heartbeat is older than this is dead: gone from presence.
+    pub node_timeout: Duration,
+    /// `SSUBSCRIBE`/`SPUBLISH` (`Some(true)`), plain channels (`Some(false)`), or whatever the
+    /// server supports (`None`: sharded from Redis 7).
+    pub sharded: Option<bool>,
+}
+
+impl ClusterConfig {
+    /// The shortest `node_timeout` accepted: heartbeats go out every third of it.
+    pub const MIN_NODE_TIMEOUT: Duration = Duration::from_millis(300);
 }
 
 impl Default for Config {
@@ -79,6 +102,8 @@ impl Default for Config {
             protocols: Vec::new(),
             require_protocol: false,
             authenticate: false,
+            node_id: "node".into(),
+            cluster: None,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -125,6 +150,17 @@ impl Config {
         }
         if self.worker_threads == 0 {
             return Err("workerThreads must be positive".into());
+        }
+        if self.node_id.is_empty() {
+            return Err("nodeId must be non-empty".into());
+        }
+        if let Some(cluster) = &self.cluster {
+            if cluster.node_timeout < ClusterConfig::MIN_NODE_TIMEOUT {
+                return Err(format!("cluster.nodeTimeoutMs must be at least {}", ClusterConfig::MIN_NODE_TIMEOUT.as_millis()));
+            }
+            if cluster.prefix.is_empty() {
+                return Err("cluster.prefix must be non-empty".into());
+            }
         }
         Ok(())
     }

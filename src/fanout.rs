@@ -11,26 +11,49 @@
 //! reported.
 
 use crate::conn::Conn;
-use crate::registry::{Audience, Registry};
-use parking_lot::Mutex;
+use crate::registry::{Audience, Registry, Snapshot};
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;
 
-/// One membership change.
+/// One membership change, with what an observer needs to follow it without asking the index
+/// (a cluster keeps per-room subscription counts from these alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change<'a> {
     /// A connection opened in `namespace` (index), speaking for `user` if `authenticate` named one.
     Opened { id: u64, namespace: usize, user: Option<&'a str> },
-    Closed { id: u64 },
-    Joined { id: u64, room: &'a str },
-    Left { id: u64, room: &'a str },
-    /// The connection's user was set, or cleared with `None`.
-    User { id: u64, user: Option<&'a str> },
+    /// A connection left; `user` and `rooms` are what it had.
+    Closed { id: u64, namespace: usize, user: Option<&'a str>, rooms: &'a [String] },
+    Joined { id: u64, namespace: usize, room: &'a str },
+    Left { id: u64, namespace: usize, room: &'a str },
+    /// The connection's user was set, or cleared with `None`; `previous` is the one it replaced.
+    User { id: u64, namespace: usize, user: Option<&'a str>, previous: Option<&'a str> },
 }
 
 /// Listens to membership changes. Called while changes are serialised: keep it quick and never
 /// call back into the fan-out.
 pub trait Observer: Send + Sync {
     fn changed(&self, change: &Change<'_>);
+}
+
+/// Connection ids of other nodes named by an audience (`"nodeId:n"`): only a cluster can reach
+/// them, so they travel beside the local [`Audience`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RemoteIds<'a> {
+    pub connections: &'a [String],
+    pub except: &'a [String],
+}
+
+impl RemoteIds<'_> {
+    pub const NONE: RemoteIds<'static> = RemoteIds { connections: &[], except: &[] };
+}
+
+/// What a publish asks of the connections it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Send this text payload.
+    Send(&'a [u8]),
+    /// Start the close handshake with this code and reason.
+    Close(u16, &'a str),
 }
 
 /// Every publish and membership change of a server goes through this interface.
@@ -46,6 +69,9 @@ pub trait FanOut: Send + Sync {
     /// Calls `deliver` once for every connection of this process in `audience`; returns how many.
     /// Runs under the index's read lock: `deliver` must be quick and not call back in.
     fn deliver_local(&self, audience: &Audience<'_>, deliver: &mut dyn FnMut(&Arc<Conn>)) -> usize;
+    /// Hands what was just done for `audience` on this process to the other nodes, which do it
+    /// for their own connections (and `remote` ids). Nothing to do for one process.
+    fn forward(&self, _audience: &Audience<'_>, _remote: &RemoteIds<'_>, _action: Action<'_>) {}
     fn connection(&self, id: u64) -> Option<Arc<Conn>>;
     /// Every connection of this process (heartbeats, shutdown).
     fn connections(&self) -> Vec<Arc<Conn>>;
@@ -73,47 +99,62 @@ impl LocalFanOut {
         Self { registry: Registry::new(namespaces), observers, ordering: Mutex::new(()) }
     }
 
-    /// Applies `apply` and reports `change` if it applied.
-    fn change(&self, change: Change<'_>, apply: impl FnOnce(&Registry<Arc<Conn>>) -> bool) -> bool {
-        if self.observers.is_empty() {
-            return apply(&self.registry);
+    /// Serialises changes while there are observers to report them to.
+    fn order(&self) -> Option<MutexGuard<'_, ()>> {
+        (!self.observers.is_empty()).then(|| self.ordering.lock())
+    }
+
+    fn report(&self, change: Change<'_>) {
+        for observer in &self.observers {
+            observer.changed(&change);
         }
+    }
+
+    /// Calls `then` with every connection's membership while no change can happen, so an
+    /// observer can replace what it derived from past changes with this snapshot, atomically.
+    pub fn with_snapshot<T>(&self, then: impl FnOnce(Vec<Snapshot>) -> T) -> T {
         let _order = self.ordering.lock();
-        let applied = apply(&self.registry);
-        if applied {
-            for observer in &self.observers {
-                observer.changed(&change);
-            }
-        }
-        applied
+        then(self.registry.snapshot())
     }
 }
 
 impl FanOut for LocalFanOut {
     fn open(&self, id: u64, namespace: usize, conn: Arc<Conn>, user: Option<&str>) {
-        self.change(Change::Opened { id, namespace, user }, |r| {
-            r.insert(id, namespace, conn);
-            if let Some(user) = user {
-                r.set_user(id, Some(user));
-            }
-            true
-        });
+        let _order = self.order();
+        self.registry.insert(id, namespace, conn);
+        if let Some(user) = user {
+            self.registry.set_user(id, Some(user));
+        }
+        self.report(Change::Opened { id, namespace, user });
     }
 
     fn close(&self, id: u64) {
-        self.change(Change::Closed { id }, |r| r.remove(id).is_some());
+        let _order = self.order();
+        if let Some(removed) = self.registry.remove(id) {
+            let (namespace, user, rooms) = (removed.namespace, removed.user.as_deref(), removed.rooms.as_slice());
+            self.report(Change::Closed { id, namespace, user, rooms });
+        }
     }
 
     fn join(&self, id: u64, room: &str) -> bool {
-        self.change(Change::Joined { id, room }, |r| r.join(id, room))
+        let _order = self.order();
+        let Some(namespace) = self.registry.join(id, room) else { return false };
+        self.report(Change::Joined { id, namespace, room });
+        true
     }
 
     fn leave(&self, id: u64, room: &str) -> bool {
-        self.change(Change::Left { id, room }, |r| r.leave(id, room))
+        let _order = self.order();
+        let Some(namespace) = self.registry.leave(id, room) else { return false };
+        self.report(Change::Left { id, namespace, room });
+        true
     }
 
     fn set_user(&self, id: u64, user: Option<&str>) -> bool {
-        self.change(Change::User { id, user }, |r| r.set_user(id, user))
+        let _order = self.order();
+        let Some((namespace, previous)) = self.registry.set_user(id, user) else { return false };
+        self.report(Change::User { id, namespace, user, previous: previous.as_deref() });
+        true
     }
 
     fn deliver_local(&self, audience: &Audience<'_>, deliver: &mut dyn FnMut(&Arc<Conn>)) -> usize {
@@ -189,11 +230,11 @@ mod tests {
             vec![
                 r#"Opened { id: 1, namespace: 0, user: Some("ada") }"#,
                 "Opened { id: 2, namespace: 0, user: None }",
-                r#"Joined { id: 1, room: "r" }"#,
-                r#"Joined { id: 2, room: "r" }"#,
-                r#"Left { id: 2, room: "r" }"#,
-                r#"User { id: 2, user: Some("bob") }"#,
-                "Closed { id: 1 }",
+                r#"Joined { id: 1, namespace: 0, room: "r" }"#,
+                r#"Joined { id: 2, namespace: 0, room: "r" }"#,
+                r#"Left { id: 2, namespace: 0, room: "r" }"#,
+                r#"User { id: 2, namespace: 0, user: Some("bob"), previous: None }"#,
+                r#"Closed { id: 1, namespace: 0, user: Some("ada"), rooms: ["r"] }"#,
             ]
         );
     }

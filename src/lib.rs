@@ -13,6 +13,8 @@
 //!   `InboundHook` seams), `driver` (many connections per I/O thread).
 //! - fan-out: `registry` (who is in an audience) under `fanout` (the one interface every publish
 //!   and membership change goes through, reporting changes to observers).
+//! - `cluster`: the fan-out of a node among several, over Redis (bus messages, presence
+//!   scripts, the tasks that talk to Redis); wraps the local fan-out.
 //! - runtime: `lifecycle` (connection count, ids, shutdown waiting), `upgrade` (handshakes),
 //!   `server` (builds the contexts, publishes, heartbeats, shuts down).
 //! - `hooks`: Rust-side handlers the addon may install (bench reference, panic test hook).
@@ -32,6 +34,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 compile_error!("ferrosocket needs a Unix platform (Linux, or macOS untested)");
 
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod driver;

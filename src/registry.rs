@@ -39,6 +39,23 @@ impl<H> Member<H> {
     }
 }
 
+/// What [`Registry::remove`] took out.
+pub struct Removed<H> {
+    pub handle: H,
+    pub namespace: usize,
+    pub rooms: Vec<String>,
+    pub user: Option<Box<str>>,
+}
+
+/// One connection's membership, as [`Registry::snapshot`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: u64,
+    pub namespace: usize,
+    pub user: Option<Box<str>>,
+    pub rooms: Vec<String>,
+}
+
 struct Namespace<H> {
     members: HashMap<u64, H>,
     rooms: HashMap<String, HashMap<u64, H>>,
@@ -97,8 +114,8 @@ impl<H: Clone> Registry<H> {
         inner.members.insert(id, Member { namespace: ns, handle, rooms: None, user: None });
     }
 
-    /// Removes a connection from every index; returns its handle if it was present.
-    pub fn remove(&self, id: u64) -> Option<H> {
+    /// Removes a connection from every index; returns what it was if it was present.
+    pub fn remove(&self, id: u64) -> Option<Removed<H>> {
         let mut inner = self.inner.write();
         let member = inner.members.remove(&id)?;
         let ns = &mut inner.namespaces[member.namespace()];
@@ -109,7 +126,12 @@ impl<H: Clone> Registry<H> {
         if let Some(user) = &member.user {
             remove_from(&mut ns.users, user, id);
         }
-        Some(member.handle)
+        Some(Removed {
+            namespace: member.namespace(),
+            rooms: member.rooms.map_or_else(Vec::new, |rooms| *rooms),
+            user: member.user,
+            handle: member.handle,
+        })
     }
 
     pub fn get(&self, id: u64) -> Option<H> {
@@ -124,48 +146,65 @@ impl<H: Clone> Registry<H> {
         self.len() == 0
     }
 
-    /// Adds the connection to `room`; false if it does not exist or was already a member.
-    pub fn join(&self, id: u64, room: &str) -> bool {
+    /// Adds the connection to `room`; its namespace, or `None` if it does not exist or was
+    /// already a member.
+    pub fn join(&self, id: u64, room: &str) -> Option<usize> {
         let mut inner = self.inner.write();
         let inner = &mut *inner;
-        let Some(member) = inner.members.get_mut(&id) else { return false };
+        let member = inner.members.get_mut(&id)?;
         if member.rooms().iter().any(|r| r == room) {
-            return false;
+            return None;
         }
         member.rooms.get_or_insert_with(Box::default).push(room.to_owned());
         let handle = member.handle.clone();
         add_to(&mut inner.namespaces[member.namespace()].rooms, room, id, handle);
-        true
+        Some(member.namespace())
     }
 
-    pub fn leave(&self, id: u64, room: &str) -> bool {
+    /// Takes the connection out of `room`; its namespace, or `None` if it does not exist or was
+    /// not a member.
+    pub fn leave(&self, id: u64, room: &str) -> Option<usize> {
         let mut inner = self.inner.write();
         let inner = &mut *inner;
-        let Some(member) = inner.members.get_mut(&id) else { return false };
-        let Some(rooms) = member.rooms.as_mut() else { return false };
-        let Some(pos) = rooms.iter().position(|r| r == room) else { return false };
+        let member = inner.members.get_mut(&id)?;
+        let rooms = member.rooms.as_mut()?;
+        let pos = rooms.iter().position(|r| r == room)?;
         rooms.swap_remove(pos);
         if rooms.is_empty() {
             member.rooms = None;
         }
         remove_from(&mut inner.namespaces[member.namespace()].rooms, room, id);
-        true
+        Some(member.namespace())
     }
 
-    /// Sets (or with `None` clears) the user a connection speaks for.
-    pub fn set_user(&self, id: u64, user: Option<&str>) -> bool {
+    /// Sets (or with `None` clears) the user a connection speaks for; its namespace and previous
+    /// user, or `None` if it does not exist.
+    pub fn set_user(&self, id: u64, user: Option<&str>) -> Option<(usize, Option<Box<str>>)> {
         let mut inner = self.inner.write();
         let inner = &mut *inner;
-        let Some(member) = inner.members.get_mut(&id) else { return false };
+        let member = inner.members.get_mut(&id)?;
         let users = &mut inner.namespaces[member.namespace()].users;
-        if let Some(old) = member.user.take() {
-            remove_from(users, &old, id);
+        let previous = member.user.take();
+        if let Some(old) = &previous {
+            remove_from(users, old, id);
         }
         if let Some(user) = user {
             add_to(users, user, id, member.handle.clone());
             member.user = Some(user.into());
         }
-        true
+        Some((member.namespace(), previous))
+    }
+
+    /// Every connection's membership (a cluster restores its presence from it).
+    pub fn snapshot(&self) -> Vec<Snapshot> {
+        let inner = self.inner.read();
+        let mut out: Vec<Snapshot> = inner
+            .members
+            .iter()
+            .map(|(&id, m)| Snapshot { id, namespace: m.namespace(), user: m.user.clone(), rooms: m.rooms().to_vec() })
+            .collect();
+        out.sort_unstable_by_key(|s| s.id);
+        out
     }
 
     /// Every connection (heartbeats, shutdown). Clones the handles so no lock is held while the
@@ -312,14 +351,14 @@ mod tests {
     #[test]
     fn rooms_contain_only_their_members() {
         let r = reg();
-        assert!(r.join(1, "a"));
-        assert!(r.join(2, "a"));
-        assert!(!r.join(2, "a"), "joining twice is a no-op");
-        assert!(r.join(3, "b"));
+        assert_eq!(r.join(1, "a"), Some(0));
+        assert!(r.join(2, "a").is_some());
+        assert_eq!(r.join(2, "a"), None, "joining twice is a no-op");
+        assert!(r.join(3, "b").is_some());
         let rooms = s(&["a"]);
         assert_eq!(who(&r, Audience { rooms: &rooms, ..Default::default() }), vec![1, 2]);
-        assert!(r.leave(1, "a"));
-        assert!(!r.leave(1, "a"));
+        assert_eq!(r.leave(1, "a"), Some(0));
+        assert_eq!(r.leave(1, "a"), None);
         assert_eq!(who(&r, Audience { rooms: &rooms, ..Default::default() }), vec![2]);
     }
 
@@ -330,8 +369,10 @@ mod tests {
         r.set_user(2, Some("u"));
         let users = s(&["u"]);
         assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), vec![1, 2]);
-        r.set_user(2, Some("v"));
+        let (namespace, previous) = r.set_user(2, Some("v")).expect("present");
+        assert_eq!((namespace, previous.as_deref()), (0, Some("u")));
         assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), vec![1]);
+        assert!(r.set_user(42, None).is_none());
         r.set_user(1, None);
         assert_eq!(who(&r, Audience { users: &users, ..Default::default() }), Vec::<u64>::new());
     }
@@ -370,14 +411,29 @@ mod tests {
         let r = reg();
         r.join(1, "a");
         r.set_user(1, Some("u"));
-        assert_eq!(r.remove(1), Some(1));
-        assert_eq!(r.remove(1), None);
-        assert!(!r.join(1, "a"));
+        r.join(1, "b");
+        let removed = r.remove(1).expect("present");
+        assert_eq!((removed.handle, removed.namespace, removed.rooms, removed.user.as_deref()), (1, 0, s(&["a", "b"]), Some("u")));
+        assert!(r.remove(1).is_none());
+        assert_eq!(r.join(1, "a"), None);
         let rooms = s(&["a"]);
         let users = s(&["u"]);
         assert_eq!(who(&r, Audience { rooms: &rooms, users: &users, ..Default::default() }), Vec::<u64>::new());
         assert_eq!(r.len(), 5);
         let inner = r.inner.read();
         assert!(inner.namespaces[0].rooms.is_empty() && inner.namespaces[0].users.is_empty());
+    }
+
+    #[test]
+    fn snapshot_lists_every_membership_by_id() {
+        let r = reg();
+        r.join(2, "a");
+        r.join(2, "b");
+        r.set_user(3, Some("ada"));
+        let snap = r.snapshot();
+        assert_eq!(snap.len(), 6);
+        assert_eq!(snap[1], Snapshot { id: 2, namespace: 0, user: None, rooms: s(&["a", "b"]) });
+        assert_eq!(snap[2], Snapshot { id: 3, namespace: 0, user: Some("ada".into()), rooms: vec![] });
+        assert_eq!(snap[5].namespace, 1);
     }
 }

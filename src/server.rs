@@ -11,7 +11,8 @@ use crate::driver;
 use crate::lifecycle::Lifecycle;
 use crate::protocol::close;
 use crate::protocol::frame;
-use crate::fanout::{FanOut, LocalFanOut};
+use crate::cluster::Cluster;
+use crate::fanout::{Action, FanOut, LocalFanOut, RemoteIds};
 use crate::registry::Audience;
 use crate::upgrade::{self, AuthVerdict, PendingAuth, UpgradeContext};
 use parking_lot::Mutex;
@@ -50,6 +51,8 @@ pub struct Server {
     config: Arc<Config>,
     /// Every publish and membership change goes through it.
     fanout: Arc<dyn FanOut>,
+    /// The other nodes, when `config.cluster` is set.
+    cluster: Option<Arc<Cluster>>,
     bridge: Arc<Bridge>,
     lifecycle: Arc<Lifecycle>,
     /// What every handshake task gets (the pending `authenticate` verdicts live there).
@@ -88,7 +91,14 @@ impl Server {
             .map_err(|e| format!("cannot start the connection drivers: {e}"))?
             .into_iter()
             .unzip();
-        let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(config.namespaces.len(), Vec::new()));
+        let cluster = match &config.cluster {
+            Some(options) => Some(Arc::new(Cluster::start(&config, options, runtime.handle())?)),
+            None => None,
+        };
+        let fanout: Arc<dyn FanOut> = match &cluster {
+            Some(cluster) => cluster.fanout(),
+            None => Arc::new(LocalFanOut::new(config.namespaces.len(), Vec::new())),
+        };
         let lifecycle = Arc::new(Lifecycle::new(config.max_connections));
         let sessions = Arc::new(SessionContext {
             config: config.clone(),
@@ -110,6 +120,7 @@ impl Server {
         Ok(Self {
             config,
             fanout,
+            cluster,
             bridge,
             lifecycle,
             upgrades,
@@ -157,8 +168,16 @@ impl Server {
         *self.port.lock()
     }
 
-    /// Encodes `payload` once as a text frame and queues it for every connection in the audience.
-    pub fn publish(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
+    /// Encodes `payload` once as a text frame and queues it for every connection of this process
+    /// in the audience (returns how many), then hands it to the other nodes of a cluster, with
+    /// the `remote` ids only they can resolve.
+    pub fn publish(&self, audience: &Audience<'_>, remote: &RemoteIds<'_>, payload: &[u8]) -> usize {
+        let n = self.publish_local(audience, payload);
+        self.fanout.forward(audience, remote, Action::Send(payload));
+        n
+    }
+
+    fn publish_local(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
         let frame = frame::encode(frame::OP_TEXT, payload);
         if self.corked.load(Ordering::Relaxed) {
             let mut pending = self.corked_conns.lock();
@@ -227,14 +246,50 @@ impl Server {
         self.fanout.totals()
     }
 
-    /// Starts the close handshake with every connection in `audience`; returns how many.
-    pub fn close_audience(&self, audience: &Audience<'_>, code: u16, reason: &str) -> usize {
+    /// Starts the close handshake with every connection in `audience`, on every node; returns
+    /// how many of this process.
+    pub fn close_audience(&self, audience: &Audience<'_>, remote: &RemoteIds<'_>, code: u16, reason: &str) -> usize {
         let mut closing = Vec::new();
         let n = self.fanout.deliver_local(audience, &mut |conn| closing.push(conn.clone()));
         for conn in closing {
             conn.close(code, reason); // outside the index's lock: closing wakes the driver
         }
+        self.fanout.forward(audience, remote, Action::Close(code, reason));
         n
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Counters of the cluster link, when there is one.
+    pub fn cluster_stats(&self) -> Option<crate::cluster::Stats> {
+        self.cluster.as_ref().map(|c| c.stats())
+    }
+
+    /// Runs a presence query (`args` as `lua/query.lua` takes them) in the background; its
+    /// answer reaches JS through the bridge as call `call_id`.
+    pub fn cluster_query(&self, call_id: u64, args: Vec<String>) {
+        let (cluster, bridge) = (self.cluster.clone(), self.bridge.clone());
+        self.runtime().spawn(async move {
+            let answer = match cluster {
+                Some(cluster) => cluster.query(args).await,
+                None => Err("this server has no cluster".into()),
+            };
+            bridge.push_cluster_answer(call_id, answer.as_deref().map_err(String::as_str));
+        });
+    }
+
+    /// Answers call `call_id` once this node's membership so far is visible cluster-wide.
+    pub fn cluster_sync(&self, call_id: u64, timeout: Duration) {
+        let (cluster, bridge) = (self.cluster.clone(), self.bridge.clone());
+        self.runtime().spawn(async move {
+            let done = match cluster {
+                Some(cluster) => cluster.sync(timeout).await,
+                None => Ok(()),
+            };
+            bridge.push_cluster_answer(call_id, done.as_ref().map(|_| "true").map_err(String::as_str));
+        });
     }
 
     pub fn leave(&self, id: u64, room: &str) -> bool {
@@ -324,6 +379,7 @@ impl Server {
             conn.close(code, reason);
         }
         let (fanout, lifecycle, bridge) = (self.fanout.clone(), self.lifecycle.clone(), self.bridge.clone());
+        let cluster = self.cluster.clone();
         let accept = self.accept_task.lock().take();
         self.runtime().spawn(async move {
             if let Some(accept) = accept {
@@ -336,6 +392,11 @@ impl Server {
                 }
                 let grace = tokio::time::Instant::now() + Duration::from_secs(5);
                 lifecycle.wait_all_closed(grace).await;
+            }
+            // Out of the cluster last: until every connection is closed, other nodes'
+            // publishes still reach them.
+            if let Some(cluster) = cluster {
+                cluster.shutdown(Duration::from_secs(2)).await;
             }
             bridge.push_shutdown_complete();
         });

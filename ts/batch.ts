@@ -17,6 +17,7 @@ export const KIND_HANDSHAKE = 5
 export const KIND_ABANDONED = 6
 export const KIND_REQUEST = 7
 export const KIND_REPLY = 8
+export const KIND_CLUSTER = 9
 
 // The entry shapes of src/bridge.rs (first element the kind, `id` the connection's native id).
 // Messages, requests, replies and raw messages end with their `size`: what Rust's inbound budget
@@ -36,7 +37,9 @@ export type AbandonedEntry = [kind: typeof KIND_ABANDONED, authId: number]
 export type RequestEntry = [kind: typeof KIND_REQUEST, id: number, event: string, data: unknown, meta: EnvelopeMeta | null, reqId: string, size: number]
 /** A reply to a server request: `replyId` as the client wrote it (parsed), `error` the client's error object or null. */
 export type ReplyEntry = [kind: typeof KIND_REPLY, id: number, replyId: unknown, data: unknown, error: unknown, size: number]
-export type Entry = OpenEntry | MessageEntry | CloseEntry | ShutdownEntry | RawEntry | HandshakeEntry | AbandonedEntry | RequestEntry | ReplyEntry
+/** A cluster call (presence query or sync) finished: its JSON answer, or an error message. */
+export type ClusterEntry = [kind: typeof KIND_CLUSTER, callId: number, answer: unknown, error: string | null]
+export type Entry = OpenEntry | MessageEntry | CloseEntry | ShutdownEntry | RawEntry | HandshakeEntry | AbandonedEntry | RequestEntry | ReplyEntry | ClusterEntry
 
 /** What the batch dispatch needs of the server (the server implements it). */
 export interface BatchHost {
@@ -49,6 +52,7 @@ export interface BatchHost {
   _authenticateUpgrade(authId: number, nsIndex: number, remoteAddress: string, head: string): void
   _abandonHandshake(authId: number): void
   _finishShutdown(): void
+  _clusterAnswer(callId: number, answer: unknown, error: string | null): void
 }
 
 /** One wake-up from Rust: decodes the batch and dispatches it corked. */
@@ -116,6 +120,9 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
         }
         case KIND_SHUTDOWN:
           host._finishShutdown()
+          break
+        case KIND_CLUSTER:
+          host._clusterAnswer(entry[1], entry[2], entry[3])
           break
       }
     } catch (error) {

@@ -69,7 +69,7 @@ function nativeNamespace(ns: Namespace): NativeNamespaceOptions {
 }
 
 /** The options of the native server (`NativeServer`'s constructor). */
-export function nativeOptions(options: InternalOptions, namespaces: readonly Namespace[], replyOnInvalid: boolean, authenticate: boolean): NativeServerOptions {
+export function nativeOptions(options: InternalOptions, nodeId: string, namespaces: readonly Namespace[], replyOnInvalid: boolean, authenticate: boolean): NativeServerOptions {
   return {
     host: options.host,
     port: positive('port', options.port, undefined),
@@ -92,5 +92,34 @@ export function nativeOptions(options: InternalOptions, namespaces: readonly Nam
     authenticate,
     panicOnEvent: options.__testPanicOnEvent,
     referenceHandlers: options.__referenceHandlers === true,
+    nodeId,
+    ...redisClusterOptions(options.cluster),
+  }
+}
+
+/** `cluster.redis` and its companions, checked; nothing for one process or a custom bus. */
+function redisClusterOptions(cluster: unknown): Partial<NativeServerOptions> {
+  if (cluster === undefined) return {}
+  if (cluster === null || typeof cluster !== 'object') throw new TypeError('option cluster must be an object')
+  const c = cluster as Record<string, unknown>
+  if (c.redis === undefined) return {}
+  if (c.bus !== undefined) throw new TypeError('option cluster takes either redis or bus, not both')
+  const redis = c.redis as unknown
+  const url = typeof redis === 'string' ? redis : redis !== null && typeof redis === 'object' ? (redis as { url?: unknown }).url : undefined
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+    throw new TypeError("option cluster.redis must be a redis:// URL or { url: 'redis://…' }")
+  }
+  if (url.startsWith('rediss:')) throw new TypeError('option cluster.redis: TLS (rediss://) is not supported yet')
+  const prefix = c.prefix ?? 'ferrosocket'
+  if (typeof prefix !== 'string' || prefix === '') throw new TypeError('option cluster.prefix must be a non-empty string')
+  const timeout = positive('cluster.nodeTimeoutMs', c.nodeTimeoutMs, 10_000)
+  if (timeout < 300) throw new TypeError('option cluster.nodeTimeoutMs must be at least 300')
+  const sharded = c.sharded ?? 'auto'
+  if (sharded !== 'auto' && typeof sharded !== 'boolean') throw new TypeError("option cluster.sharded must be 'auto', true or false")
+  return {
+    clusterRedisUrl: url,
+    clusterPrefix: prefix,
+    clusterNodeTimeoutMs: timeout,
+    clusterSharded: sharded === 'auto' ? undefined : sharded,
   }
 }

@@ -66,4 +66,7 @@ export class LocalPresence implements Presence {
     const [connections = 0, rooms = 0, users = 0] = this.host._native.totals()
     return { nodes: 1, connections, rooms, users }
   }
+
+  /** Nothing to wait for: this process's index is the whole answer. */
+  async sync(): Promise<void> {}
 }

@@ -25,6 +25,11 @@ export function localIds(ids: Iterable<unknown> | undefined, localId: (id: unkno
   return Array.from(ids ?? [], localId).filter((n): n is number => n !== undefined)
 }
 
+/** The connection ids of an audience that belong to other nodes (not starting with `ownPrefix`). */
+export function remoteIds(ids: Iterable<unknown> | undefined, ownPrefix: string): string[] {
+  return Array.from(ids ?? [], String).filter((id) => !id.startsWith(ownPrefix))
+}
+
 /** An application's audience in the form that crosses nodes: arrays of names and global ids. */
 export function globalAudience(audience: Audience): BusAudience {
   return {

@@ -22,8 +22,9 @@ import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type Inte
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
 import { BusLink, checkBus, type BusHost } from './cluster'
+import { ClusterPresence } from './cluster-presence'
 import { LocalPresence, type PresenceHost } from './presence'
-import { globalAudience, localIds, serialise } from './publish'
+import { globalAudience, localIds, remoteIds, serialise } from './publish'
 import { isPromiseLike } from './state'
 import type {
   Audience,
@@ -82,8 +83,10 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   _shutdown: Promise<void> | undefined
   _shutdownResolve: (() => void) | undefined
   readonly _native: NativeServer
-  /** Who is connected (this process's index; see ts/presence.ts). */
-  readonly presence: LocalPresence
+  /** Who is connected: this process's index (ts/presence.ts), or the whole Redis cluster (ts/cluster-presence.ts). */
+  readonly presence: LocalPresence | ClusterPresence
+  /** With `cluster.redis`: Rust forwards publishes to the other nodes, which need ids of theirs. */
+  readonly _redisCluster: boolean
   /** The other nodes, through the application's bus (`cluster.bus`); undefined for one node. */
   readonly _bus: BusLink | undefined
 
@@ -118,15 +121,11 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       throw new TypeError('option authenticate must be a function')
     }
     checkOnInvalidMessage(options.onInvalidMessage)
-    this._native = new binding.NativeServer(
-      nativeOptions(options, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined),
-      (json) => onBatch(this, json),
-    )
-    this.presence = new LocalPresence(this)
-    const cluster = (options as { cluster?: { bus?: unknown; redis?: unknown } }).cluster
-    if (cluster !== undefined && cluster.redis !== undefined) {
-      throw new TypeError('option cluster.redis is not implemented yet: pass cluster.bus (see README "Running several nodes")')
-    }
+    const native = nativeOptions(options, this._nodeId, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined)
+    this._redisCluster = native.clusterRedisUrl !== undefined
+    this._native = new binding.NativeServer(native, (json) => onBatch(this, json))
+    this.presence = this._redisCluster ? new ClusterPresence(this) : new LocalPresence(this)
+    const cluster = (options as { cluster?: { bus?: unknown } }).cluster
     const bus = checkBus(cluster?.bus)
     this._bus = bus === undefined ? undefined : new BusLink(bus, this)
   }
@@ -157,8 +156,16 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       droppedMessages: this._stats.droppedMessages,
       inboundPendingBytes: this._native.inboundPendingBytes(),
       busPublishErrors: this._stats.busPublishErrors,
-      busReceived: this._stats.busReceived,
+      ...this._redisStats(),
     }
+  }
+
+  /** The Rust cluster link's counters (zeros without `cluster.redis`). */
+  _redisStats(): Pick<ServerStats, 'busReceived' | 'busPublished' | 'busDropped' | 'busSubscriptions' | 'redisConnected' | 'redisReconnects'> {
+    const s = this._native.clusterStats()
+    if (s == null) return { busReceived: this._stats.busReceived, busPublished: 0, busDropped: 0, busSubscriptions: 0, redisConnected: false, redisReconnects: 0 }
+    const [published = 0, received = 0, dropped = 0, , reconnects = 0, subscriptions = 0, connected = 0] = s
+    return { busReceived: received, busPublished: published, busDropped: dropped, busSubscriptions: subscriptions, redisConnected: connected === 1, redisReconnects: reconnects }
   }
 
   async listen(): Promise<void> {
@@ -302,17 +309,28 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     return this._deliver(ns, global, payload)
   }
 
-  /** Delivers to this node's connections in an audience given with global ids. */
+  /** Delivers to this node's connections in an audience given with global ids (and, with `cluster.redis`, to the other nodes'). */
   _deliver(ns: Namespace, audience: BusAudience, payload: string): number {
     if (audience.everyone) return this._native.broadcast(ns.index, payload)
-    const [rooms, users, connections, except] = this._localAudience(audience)
-    return this._native.publishToAudience(ns.index, rooms, users, connections, except, payload)
+    const [rooms, users, connections, except, remoteConnections, remoteExcept] = this._nativeAudience(audience)
+    return this._native.publishToAudience(ns.index, rooms, users, connections, except, remoteConnections, remoteExcept, payload)
   }
 
-  /** The native form of an audience given with global ids: ids of other nodes match nothing here. */
-  _localAudience(audience: BusAudience): [string[], string[], number[], number[]] {
+  /**
+   * The native form of an audience given with global ids: this node's ids as numbers, and (with
+   * `cluster.redis` only: Rust carries them to their nodes) the other nodes' ids as given.
+   */
+  _nativeAudience(audience: BusAudience): [string[], string[], number[], number[], string[], string[]] {
     const localId = (id: unknown): number | undefined => this._localId(id)
-    return [audience.rooms ?? [], audience.users ?? [], localIds(audience.connections, localId), localIds(audience.except, localId)]
+    const remote = (ids: string[] | undefined): string[] => (this._redisCluster ? remoteIds(ids, this._idPrefix) : [])
+    return [
+      audience.rooms ?? [],
+      audience.users ?? [],
+      localIds(audience.connections, localId),
+      localIds(audience.except, localId),
+      remote(audience.connections),
+      remote(audience.except),
+    ]
   }
 
   /** A publish of another node, from the bus. */
@@ -322,12 +340,15 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     return this._deliver(ns, message.audience ?? {}, message.payload)
   }
 
-  /** Starts the close handshake with every connection of this process in the audience; resolves with how many. */
+  /**
+   * Starts the close handshake with every connection in the audience — on every node with
+   * `cluster.redis` — and resolves with how many of this process.
+   */
   async closeConnections(audience: Audience, code: number = CloseCode.NORMAL, reason: string = ''): Promise<number> {
     assertSendableCode(code)
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
-    const [rooms, users, connections, except] = this._localAudience(globalAudience(audience))
-    return this._native.closeAudience(ns.index, rooms, users, connections, except, code, String(reason))
+    const [rooms, users, connections, except, remoteConnections, remoteExcept] = this._nativeAudience(globalAudience(audience))
+    return this._native.closeAudience(ns.index, false, rooms, users, connections, except, remoteConnections, remoteExcept, code, String(reason))
   }
 
   shutdown(code: number = CloseCode.GOING_AWAY, reason: string = Reason.SHUTDOWN, options: ShutdownOptions = {}): Promise<void> {
@@ -415,6 +436,10 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._connections.delete(id)
     this._acks.forget(id)
     conn._closed(code, reason, abandoned)
+  }
+
+  _clusterAnswer(callId: number, answer: unknown, error: string | null): void {
+    if (this.presence instanceof ClusterPresence) this.presence._answer(callId, answer, error)
   }
 
   _finishShutdown(): void {

@@ -208,8 +208,18 @@ export interface ServerStats {
   inboundPendingBytes: number
   /** With `cluster.bus`: publishes the bus refused (threw or rejected); those reached this node only. */
   busPublishErrors: number
-  /** With `cluster.bus`: publishes of other nodes received and delivered here. */
+  /** In a cluster: messages of other nodes received and delivered here (with `cluster.redis`, only for rooms and users with a member on this node, broadcasts, and connections of this node). */
   busReceived: number
+  /** With `cluster.redis`: bus messages handed to Redis (one per target channel of a publish). */
+  busPublished: number
+  /** With `cluster.redis`: cross-node messages lost — not sent because Redis was unavailable or the queue was full, or received faster than delivered. Delivery across nodes is at most once. */
+  busDropped: number
+  /** With `cluster.redis`: channels this node is subscribed to (its own, each namespace's broadcast, and every room and user with a member here). */
+  busSubscriptions: number
+  /** With `cluster.redis`: both connections to Redis are up. */
+  redisConnected: boolean
+  /** With `cluster.redis`: times the connection to Redis was lost and made again. */
+  redisReconnects: number
 }
 
 export interface ShutdownOptions {
@@ -266,9 +276,24 @@ export interface ClusterBus {
   shutdown?(): void | PromiseLike<void>
 }
 
-export interface ClusterOptions {
+/** Several nodes through a bus the application provides. */
+export interface BusClusterOptions {
   bus: ClusterBus
 }
+
+/** Several nodes through Redis, spoken from Rust (see README "Running several nodes"). */
+export interface RedisClusterOptions {
+  /** `redis://[user:password@]host:port[/db]`, or `{ url }`. */
+  redis: string | { url: string }
+  /** Start of every key and channel name (several apps can share one Redis). Default `'ferrosocket'`. */
+  prefix?: string
+  /** A node whose heartbeat is older than this is dead: its connections leave presence. Heartbeats go out every third of it. Default `10000`, at least `300`. */
+  nodeTimeoutMs?: number
+  /** Sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+) or plain channels. Default `'auto'`: sharded when the server has it. Every node of a cluster must use the same. */
+  sharded?: 'auto' | boolean
+}
+
+export type ClusterOptions = BusClusterOptions | RedisClusterOptions
 
 /** One connection as presence reports it. */
 export interface PresenceEntry {
@@ -298,6 +323,13 @@ export interface Presence<NSName extends string = string> {
   /** Without `namespace`: the user's connections in every namespace. */
   getUserConnections(userId: string, namespace?: NSName): Promise<PresenceEntry[]>
   getConnection(connectionId: string): Promise<PresenceEntry | null>
+  /**
+   * Resolves once every membership change made on this node so far (opens, closes, joins,
+   * leaves, user changes) is visible to the whole cluster: in presence, and subscribed to, so a
+   * publish from another node made afterwards reaches it. At once without `cluster.redis`.
+   * Rejects after `timeoutMs` (default 5000) when Redis is unavailable.
+   */
+  sync(timeoutMs?: number): Promise<void>
   /** Without `namespace`: every namespace. */
   getConnectionCount(namespace?: NSName): Promise<number>
   getStats(): Promise<PresenceStats>
