@@ -686,7 +686,7 @@ impl Engine {
 pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
     let n: usize = args.num("conns", 50usize).max(1);
     let dur = args.secs("duration", 5.0);
-    let (request, key_at) = request_template(&ctx.target.path, &ctx.target.host_header);
+    let (request, key_at) = request_template(&ctx.targets[0].path, &ctx.targets[0].host_header);
     // SAFETY: epoll_create1() takes no pointers. The fd it returns is closed once, at the end of
     // this function, after its last use.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -716,7 +716,7 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
     let mut e = Engine {
         ep,
         proto: ctx.proto,
-        dst: ctx.target.addr,
+        dst: ctx.targets[0].addr,
         sources: ctx.sources.clone(),
         connect_timeout: us(ctx.connect_timeout),
         request,
@@ -736,12 +736,12 @@ pub fn run(ctx: Ctx, args: &Args) -> (Value, String) {
         let now = now_us();
         if now >= phase_end {
             if e.st.phase == WARMUP {
-                a = Some(sys::sample(ctx.server_pid));
+                a = Some(sys::sample(&ctx.server_pids, &ctx.aux_pids));
                 e.st.phase = MEASURE;
                 phase_end = now_us() + us(dur);
             } else {
                 e.st.phase = STOP;
-                break sys::sample(ctx.server_pid);
+                break sys::sample(&ctx.server_pids, &ctx.aux_pids);
             }
             continue;
         }
@@ -1029,16 +1029,17 @@ mod tests {
             (format!("ws://127.0.0.1:{port}/ws"), Proto::Plain)
         };
         let ctx = Ctx {
-            target: crate::ws::parse_url(&url).unwrap(),
-            url,
+            targets: vec![crate::ws::parse_url(&url).unwrap()],
+            urls: vec![url],
             proto,
             sources: vec!["127.0.0.1".parse().unwrap()],
-            server_pid: None,
+            server_pids: vec![],
+            aux_pids: vec![],
             warmup: Duration::from_millis(50),
             connect_concurrency: 1,
             connect_timeout: Duration::from_secs(2),
         };
-        let map: HashMap<String, String> = [("conns", "4"), ("duration", "0.4")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, Vec<String>> = [("conns", "4"), ("duration", "0.4")].iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect();
         let j = run(ctx, &crate::Args { map }).0;
         let v = violations.lock().unwrap();
         assert!(v.is_empty(), "the test server saw protocol errors: {v:?}");

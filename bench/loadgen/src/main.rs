@@ -26,17 +26,26 @@ pub fn now_us() -> u64 {
 }
 
 pub struct Ctx {
-    pub target: Target,
-    pub url: String,
+    /// Every `--url` / `--urls` target in order; the first is "the" server (publishers, echo with
+    /// one URL, connect). Connections of the echo/fanout/rooms/idle modes go round-robin over them.
+    pub targets: Vec<Target>,
+    pub urls: Vec<String>,
     pub proto: Proto,
     pub sources: Vec<IpAddr>,
-    pub server_pid: Option<u32>,
+    /// `--server-pid` (repeatable, or comma-separated): processes whose CPU and RSS are summed.
+    pub server_pids: Vec<u32>,
+    /// `--aux-pid` (repeatable): other processes (e.g. redis-server) whose CPU is reported apart.
+    pub aux_pids: Vec<u32>,
     pub warmup: Duration,
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
 }
 
 impl Ctx {
+    /// The target connection `i` goes to (round-robin over the URLs).
+    pub fn target_for(&self, i: usize) -> &Target {
+        &self.targets[i % self.targets.len()]
+    }
     pub fn source(&self, i: usize) -> Option<IpAddr> {
         if self.sources.is_empty() {
             None
@@ -47,15 +56,24 @@ impl Ctx {
 }
 
 pub struct Args {
-    map: HashMap<String, String>,
+    /// Every value given for each option, in order (an option may be repeated).
+    map: HashMap<String, Vec<String>>,
 }
 
 impl Args {
+    /// The last value given for `k`.
     pub fn str(&self, k: &str) -> Option<&str> {
-        self.map.get(k).map(|s| s.as_str())
+        self.map.get(k).and_then(|v| v.last()).map(|s| s.as_str())
+    }
+    /// Every value given for `k` (repeated options), each also split on commas; empty parts dropped.
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.map
+            .get(k)
+            .map(|vs| vs.iter().flat_map(|v| v.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
     }
     pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
-        match self.map.get(k) {
+        match self.str(k) {
             Some(v) => v.parse().unwrap_or_else(|_| die(&format!("--{k}: not a number: {v}"))),
             None => default,
         }
@@ -73,13 +91,18 @@ pub fn die(msg: &str) -> ! {
 const USAGE: &str = "usage: loadgen <mode> --url ws://127.0.0.1:PORT/ws [options]
 modes:
   echo    --conns N --inflight K --size B --duration S
-  fanout  --subs N --window W --size B --duration S
+  fanout  --subs N --window W --size B --duration S [--room NAME] [--settle S] [--loss-timeout S]
+  rooms   --rooms R --members M --publishers P --window W --size B --duration S [--settle S] [--loss-timeout S]
   idle    --conns N --hold S
   connect --conns C --duration S
 common options:
   --proto plain|socketio     wire protocol (default plain: {\"event\",\"data\"} JSON)
+  --url URL                  repeatable (or --urls A,B,C): connections go round-robin over the URLs,
+                             publishers (fanout, rooms) to the first; connect takes one URL only
   --sources 127.0.0.1,127.0.0.2,...   local source addresses, used round-robin
-  --server-pid PID           sample this process's CPU and RSS (from /proc) around the measured window
+  --server-pid PID           sample this process's CPU and RSS (from /proc) around the measured window;
+                             repeatable (or comma list): CPU and RSS are summed, per-PID CPU reported too
+  --aux-pid PID              repeatable: another process (e.g. redis-server) whose CPU is reported apart
   --warmup S                 seconds of load before measuring (default 1; echo/fanout/connect)
   --connect-concurrency N    handshakes in progress at once while opening connections (default 64)
   --connect-timeout S        per-connection handshake timeout (default 10)
@@ -98,17 +121,23 @@ fn main() {
     while i < argv.len() {
         let k = argv[i].strip_prefix("--").unwrap_or_else(|| die(&format!("unexpected argument {}\n{USAGE}", argv[i])));
         if let Some((k, v)) = k.split_once('=') {
-            map.insert(k.to_string(), v.to_string());
+            map.entry(k.to_string()).or_insert_with(Vec::new).push(v.to_string());
             i += 1;
         } else {
             let v = argv.get(i + 1).unwrap_or_else(|| die(&format!("--{k} needs a value")));
-            map.insert(k.to_string(), v.clone());
+            map.entry(k.to_string()).or_insert_with(Vec::new).push(v.clone());
             i += 2;
         }
     }
     let args = Args { map };
-    let url = args.str("url").unwrap_or_else(|| die("--url is required")).to_string();
-    let target = ws::parse_url(&url).unwrap_or_else(|e| die(&e));
+    let urls: Vec<String> = args.all("url").into_iter().chain(args.all("urls")).collect();
+    if urls.is_empty() {
+        die("--url is required");
+    }
+    let targets = urls.iter().map(|u| ws::parse_url(u).unwrap_or_else(|e| die(&e))).collect();
+    let pids = |k: &str| -> Vec<u32> {
+        args.all(k).iter().map(|p| p.parse().unwrap_or_else(|_| die(&format!("--{k}: not a pid: {p}")))).collect()
+    };
     let proto = match args.str("proto").unwrap_or("plain") {
         "plain" | "ferrosocket" | "json" => Proto::Plain,
         "socketio" | "socket.io" => Proto::SocketIo,
@@ -123,17 +152,21 @@ fn main() {
     };
     let (soft, hard) = sys::raise_nofile();
     let ctx = Ctx {
-        target,
-        url,
+        targets,
+        urls,
         proto,
         sources,
-        server_pid: args.str("server-pid").map(|p| p.parse().unwrap_or_else(|_| die("--server-pid: not a pid"))),
+        server_pids: pids("server-pid"),
+        aux_pids: pids("aux-pid"),
         warmup: args.secs("warmup", 1.0),
         connect_concurrency: args.num("connect-concurrency", 64usize).max(1),
         connect_timeout: args.secs("connect-timeout", 10.0),
     };
 
     let result = if mode == "connect" {
+        if ctx.targets.len() > 1 {
+            die("connect: one --url only");
+        }
         // Its own epoll loop on raw sockets, no tokio (see connect.rs).
         connect::run(ctx, &args)
     } else {
@@ -143,6 +176,7 @@ fn main() {
             match mode.as_str() {
                 "echo" => modes::echo(ctx, &args).await,
                 "fanout" => modes::fanout(ctx, &args).await,
+                "rooms" => modes::rooms(ctx, &args).await,
                 "idle" => modes::idle(ctx, &args).await,
                 m => die(&format!("unknown mode {m}\n{USAGE}")),
             }

@@ -73,8 +73,13 @@ impl ConnStats {
     }
 }
 
+/// Open connection `i` to its target (round-robin over the URLs).
 async fn open(ctx: &Ctx, i: usize, rbuf: usize) -> Result<Conn, String> {
-    match timeout(ctx.connect_timeout, ws::connect(&ctx.target, ctx.source(i), ctx.proto, rbuf)).await {
+    open_to(ctx, ctx.target_for(i), i, rbuf).await
+}
+
+async fn open_to(ctx: &Ctx, target: &ws::Target, i: usize, rbuf: usize) -> Result<Conn, String> {
+    match timeout(ctx.connect_timeout, ws::connect(target, ctx.source(i), ctx.proto, rbuf)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("handshake timeout".into()),
@@ -99,11 +104,11 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u64) -> (Value, u64, f64) {
     phase.set(WARMUP);
     sleep(ctx.warmup).await;
-    let a = sys::sample(ctx.server_pid);
+    let a = sys::sample(&ctx.server_pids, &ctx.aux_pids);
     phase.set(MEASURE);
     sleep(dur).await;
     phase.set(STOP);
-    let b = sys::sample(ctx.server_pid);
+    let b = sys::sample(&ctx.server_pids, &ctx.aux_pids);
     let n = count();
     let w = sys::window_json(&a, &b, n);
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
@@ -111,13 +116,17 @@ async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u6
 }
 
 pub(crate) fn base_json(mode: &str, ctx: &Ctx, params: Value) -> Value {
-    json!({
+    let mut j = json!({
         "mode": mode,
         "proto": ctx.proto.name(),
-        "url": ctx.url,
+        "url": ctx.urls[0],
         "params": params,
         "sources": ctx.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    })
+    });
+    if ctx.urls.len() > 1 {
+        j["urls"] = json!(ctx.urls);
+    }
+    j
 }
 
 pub(crate) fn merge(mut a: Value, b: Value) -> Value {
@@ -289,12 +298,19 @@ async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState>, i: usize, k: usize) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// fanout
+// fanout and rooms
 // ------------------------------------------------------------------------------------------------
+//
+// Both modes are the same machinery: subscribers that each join one room (`sub` → `subscribed`),
+// and publisher connections (to the first URL) that each keep at most W broadcasts in flight, each
+// to one room. `fanout` is one room with every subscriber and one publisher; `rooms` is R rooms of
+// M members and P publishers that pick a random room per broadcast. A broadcast completes when all
+// members of its room have it, which frees its publisher's window slot.
 
 struct Pending {
     t: u64,
     remaining: usize,
+    publisher: usize,
 }
 
 struct FanState {
@@ -302,20 +318,62 @@ struct FanState {
     conns: ConnStats,
     sem: Semaphore,
     subscribed: Cell<usize>,
+    /// Subscribers joined, per URL (index of the target they connected to).
+    subscribed_per_url: Vec<Cell<usize>>,
+    /// Subscribers joined, per room.
+    room_members: Vec<Cell<usize>>,
     deliveries: Cell<u64>,
     sent: Cell<u64>,
     completed: Cell<u64>,
-    inflight: Cell<usize>,
+    /// Broadcasts in flight, per publisher.
+    inflight: Vec<Cell<usize>>,
+    next_seq: Cell<u64>,
     pending: RefCell<HashMap<u64, Pending>>,
     unknown: Cell<u64>,
     other: Cell<u64>,
+    /// Broadcasts given up after `--loss-timeout` (some member never got them) and the deliveries
+    /// they lacked.
+    lost: Cell<u64>,
+    missing: Cell<u64>,
     delivery: RefCell<Hist>,
     completion: RefCell<Hist>,
-    notify: Notify,
+    /// Wakes a publisher when one of its broadcasts completes (or is given up).
+    notify: Vec<Notify>,
     last_progress: Cell<u64>,
 }
 
 impl FanState {
+    fn new(ctx: &Ctx, rooms: usize, publishers: usize, window: usize) -> Self {
+        FanState {
+            phase: Phase::new(),
+            conns: ConnStats::default(),
+            sem: Semaphore::new(ctx.connect_concurrency),
+            subscribed: Cell::new(0),
+            subscribed_per_url: (0..ctx.targets.len()).map(|_| Cell::new(0)).collect(),
+            room_members: (0..rooms).map(|_| Cell::new(0)).collect(),
+            deliveries: Cell::new(0),
+            sent: Cell::new(0),
+            completed: Cell::new(0),
+            inflight: (0..publishers).map(|_| Cell::new(0)).collect(),
+            next_seq: Cell::new(0),
+            pending: RefCell::new(HashMap::with_capacity(window * publishers * 2)),
+            unknown: Cell::new(0),
+            other: Cell::new(0),
+            lost: Cell::new(0),
+            missing: Cell::new(0),
+            delivery: RefCell::new(Hist::new()),
+            completion: RefCell::new(Hist::new()),
+            notify: (0..publishers).map(|_| Notify::new()).collect(),
+            last_progress: Cell::new(0),
+        }
+    }
+
+    fn release(&self, publisher: usize) {
+        let f = &self.inflight[publisher];
+        f.set(f.get() - 1);
+        self.notify[publisher].notify_one();
+    }
+
     #[inline]
     fn delivered(&self, seq: u64, t: u64, now: u64) {
         let measuring = self.phase.get() == MEASURE;
@@ -328,20 +386,97 @@ impl FanState {
             Some(e) => {
                 e.remaining -= 1;
                 if e.remaining == 0 {
-                    let t0 = e.t;
+                    let (t0, publisher) = (e.t, e.publisher);
                     p.remove(&seq);
                     if measuring {
                         self.completed.set(self.completed.get() + 1);
                         self.completion.borrow_mut().record(now.saturating_sub(t0));
                     }
-                    self.inflight.set(self.inflight.get() - 1);
                     self.last_progress.set(now);
-                    self.notify.notify_one();
+                    self.release(publisher);
                 }
             }
             None => self.unknown.set(self.unknown.get() + 1),
         }
     }
+
+    /// Give up broadcasts older than `limit_us` (counted as lost; late deliveries of them then
+    /// count as `unknown_seq`), freeing their publishers' window slots.
+    fn expire(&self, now: u64, limit_us: u64) {
+        let mut gone = Vec::new();
+        self.pending.borrow_mut().retain(|_, e| {
+            let keep = now.saturating_sub(e.t) < limit_us;
+            if !keep {
+                gone.push((e.publisher, e.remaining));
+            }
+            keep
+        });
+        for (publisher, remaining) in gone {
+            self.lost.set(self.lost.get() + 1);
+            self.missing.set(self.missing.get() + remaining as u64);
+            self.release(publisher);
+        }
+    }
+
+    fn subscribed_per_url_json(&self) -> Value {
+        json!(self.subscribed_per_url.iter().map(|c| c.get()).collect::<Vec<_>>())
+    }
+}
+
+fn room_sub_msg(proto: ws::Proto, room: &str) -> Rc<Vec<u8>> {
+    let mut m = Vec::new();
+    proto.encode_event(&mut m, "sub", format!("{{\"room\":{}}}", serde_json::to_string(room).unwrap()).as_bytes());
+    Rc::new(m)
+}
+
+/// Open the subscribers (`room_of(i)` for subscriber i) and wait until each joined or failed.
+async fn open_subscribers(ctx: &Rc<Ctx>, st: &Rc<FanState>, n: usize, sub_msgs: &[Rc<Vec<u8>>], room_of: impl Fn(usize) -> usize) {
+    for i in 0..n {
+        let r = room_of(i);
+        tokio::task::spawn_local(fan_sub(ctx.clone(), st.clone(), i, r, sub_msgs[r].clone()));
+    }
+    wait_until(ctx.connect_timeout * 4 + Duration::from_secs((n / 500) as u64), || {
+        st.subscribed.get() + st.conns.failed.get() + st.conns.closed_early.get() >= n
+    })
+    .await;
+}
+
+/// Connect `publishers` publisher connections to the first URL, wait `settle`, then start them.
+/// `rooms` lists (room name, members) of the rooms they publish to. Returns the errors.
+async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, first_index: usize, publishers: usize, window: usize, size: usize, settle: Duration, rooms: Vec<(String, usize)>) -> Vec<String> {
+    let rooms: Rc<Vec<(String, usize)>> = Rc::new(rooms.into_iter().filter(|(_, m)| *m > 0).collect());
+    let mut errors = Vec::new();
+    let mut conns = Vec::new();
+    for p in 0..publishers {
+        match open_to(ctx, &ctx.targets[0], first_index + p, 4096).await {
+            Ok(c) if !rooms.is_empty() => conns.push(c),
+            Ok(_) => errors.push("no subscriber joined".to_string()),
+            Err(e) => errors.push(format!("publisher: {e}")),
+        }
+    }
+    if !settle.is_zero() {
+        sleep(settle).await;
+    }
+    for (p, c) in conns.into_iter().enumerate() {
+        tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), c, p, window, size, rooms.clone()));
+    }
+    errors.sort();
+    errors.dedup();
+    errors
+}
+
+fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
+    if loss_timeout.is_zero() {
+        return;
+    }
+    let st = st.clone();
+    let limit = loss_timeout.as_micros() as u64;
+    tokio::task::spawn_local(async move {
+        while st.phase.get() < STOP {
+            sleep(Duration::from_millis(50)).await;
+            st.expire(now_us(), limit);
+        }
+    });
 }
 
 pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
@@ -349,50 +484,19 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let window: usize = args.num("window", 8usize).max(1);
     let size: usize = args.num("size", 100);
     let dur = args.secs("duration", 5.0);
+    let settle = args.secs("settle", 0.0);
+    let loss_timeout = args.secs("loss-timeout", 0.0);
     let room = args.str("room").unwrap_or("bench").to_string();
     let ctx = Rc::new(ctx);
-    let st = Rc::new(FanState {
-        phase: Phase::new(),
-        conns: ConnStats::default(),
-        sem: Semaphore::new(ctx.connect_concurrency),
-        subscribed: Cell::new(0),
-        deliveries: Cell::new(0),
-        sent: Cell::new(0),
-        completed: Cell::new(0),
-        inflight: Cell::new(0),
-        pending: RefCell::new(HashMap::with_capacity(window * 2)),
-        unknown: Cell::new(0),
-        other: Cell::new(0),
-        delivery: RefCell::new(Hist::new()),
-        completion: RefCell::new(Hist::new()),
-        notify: Notify::new(),
-        last_progress: Cell::new(0),
-    });
-    let sub_msg = {
-        let mut m = Vec::new();
-        ctx.proto.encode_event(&mut m, "sub", format!("{{\"room\":{}}}", serde_json::to_string(&room).unwrap()).as_bytes());
-        Rc::new(m)
-    };
+    let st = Rc::new(FanState::new(&ctx, 1, 1, window));
     let t_open = Instant::now();
-    for i in 0..n {
-        tokio::task::spawn_local(fan_sub(ctx.clone(), st.clone(), i, sub_msg.clone()));
-    }
-    wait_until(ctx.connect_timeout * 4 + Duration::from_secs((n / 500) as u64), || {
-        st.subscribed.get() + st.conns.failed.get() + st.conns.closed_early.get() >= n
-    })
-    .await;
+    open_subscribers(&ctx, &st, n, &[room_sub_msg(ctx.proto, &room)], |_| 0).await;
     let open_s = t_open.elapsed().as_secs_f64();
     let members = st.subscribed.get();
-    let publisher = open(&ctx, n, 4096).await;
-    let mut pub_error = None;
-    match publisher {
-        Ok(c) if members > 0 => {
-            tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), c, window, size, room, members));
-        }
-        Ok(_) => pub_error = Some("no subscriber joined".to_string()),
-        Err(e) => pub_error = Some(format!("publisher: {e}")),
-    }
+    let pub_errors = start_publishers(&ctx, &st, n, 1, window, size, settle, vec![(room, members)]).await;
+    let pub_error = pub_errors.first().cloned();
     st.last_progress.set(now_us());
+    spawn_reaper(&st, loss_timeout);
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
     let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
@@ -400,7 +504,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let c = st.completion.borrow();
     let rate = deliveries as f64 / wall;
     let human = format!(
-        "fanout {members}/{n} subs, window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}",
+        "fanout {members}/{n} subs, window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}{}",
         rate,
         st.completed.get() as f64 / wall,
         d.percentile(50.0),
@@ -408,10 +512,15 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
         c.percentile(50.0),
         c.percentile(99.0),
         fmt_server(&w),
+        if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
         pub_error.as_ref().map(|e| format!(" ERROR {e}")).unwrap_or_default()
     );
-    let out = merge(
-        base_json("fanout", &ctx, json!({ "subs": n, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() })),
+    let mut out = merge(
+        base_json(
+            "fanout",
+            &ctx,
+            json!({ "subs": n, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
+        ),
         json!({
             "open_s": round3(open_s),
             "conns": st.conns.json(),
@@ -423,6 +532,86 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
             "broadcasts_completed": st.completed.get(),
             "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
             "ms_since_last_completion": stalled_ms,
+            "lost_broadcasts": st.lost.get(),
+            "missing_deliveries": st.missing.get(),
+            "unknown_seq": st.unknown.get(),
+            "unexpected_messages": st.other.get(),
+            "delivery_us": d.json(),
+            "completion_us": c.json(),
+            "window": w,
+        }),
+    );
+    if ctx.targets.len() > 1 {
+        out["subscribed_per_url"] = st.subscribed_per_url_json();
+    }
+    (out, human)
+}
+
+pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
+    let nrooms: usize = args.num("rooms", 100usize).max(1);
+    let m: usize = args.num("members", 10usize).max(1);
+    let publishers: usize = args.num("publishers", 4usize).max(1);
+    let window: usize = args.num("window", 4usize).max(1);
+    let size: usize = args.num("size", 100);
+    let dur = args.secs("duration", 5.0);
+    let settle = args.secs("settle", 0.0);
+    let loss_timeout = args.secs("loss-timeout", 0.0);
+    let prefix = args.str("room-prefix").unwrap_or("room-").to_string();
+    let n = nrooms * m;
+    let ctx = Rc::new(ctx);
+    let st = Rc::new(FanState::new(&ctx, nrooms, publishers, window));
+    let names: Vec<String> = (0..nrooms).map(|r| format!("{prefix}{r}")).collect();
+    let sub_msgs: Vec<Rc<Vec<u8>>> = names.iter().map(|r| room_sub_msg(ctx.proto, r)).collect();
+    let t_open = Instant::now();
+    // Subscriber i joins room i / M and connects to URL i % (number of URLs): with several URLs
+    // every room has members on several servers (M = 10 over 3 servers: 4 + 3 + 3).
+    open_subscribers(&ctx, &st, n, &sub_msgs, |i| i / m).await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    let members = st.subscribed.get();
+    let rooms: Vec<(String, usize)> = names.into_iter().zip(st.room_members.iter().map(|c| c.get())).collect();
+    let pub_errors = start_publishers(&ctx, &st, n, publishers, window, size, settle, rooms).await;
+    st.last_progress.set(now_us());
+    spawn_reaper(&st, loss_timeout);
+    let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
+    let d = st.delivery.borrow();
+    let c = st.completion.borrow();
+    let rate = deliveries as f64 / wall;
+    let human = format!(
+        "rooms {nrooms} x {m} ({members}/{n} subs), {publishers} publishers x window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}{}",
+        rate,
+        st.completed.get() as f64 / wall,
+        d.percentile(50.0),
+        d.percentile(99.0),
+        c.percentile(50.0),
+        c.percentile(99.0),
+        fmt_server(&w),
+        if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
+        pub_errors.first().map(|e| format!(" ERROR {e}")).unwrap_or_default()
+    );
+    let out = merge(
+        base_json(
+            "rooms",
+            &ctx,
+            json!({ "rooms": nrooms, "members": m, "subs": n, "publishers": publishers, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
+        ),
+        json!({
+            "open_s": round3(open_s),
+            "conns": st.conns.json(),
+            "subscribed": members,
+            "subscribed_per_url": st.subscribed_per_url_json(),
+            "rooms_without_members": st.room_members.iter().filter(|c| c.get() == 0).count(),
+            "publisher_error": pub_errors.first(),
+            "publisher_errors": pub_errors,
+            "deliveries": deliveries,
+            "deliveries_per_s": rate.round(),
+            "broadcasts_sent": st.sent.get(),
+            "broadcasts_completed": st.completed.get(),
+            "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
+            "ms_since_last_completion": stalled_ms,
+            "lost_broadcasts": st.lost.get(),
+            "missing_deliveries": st.missing.get(),
             "unknown_seq": st.unknown.get(),
             "unexpected_messages": st.other.get(),
             "delivery_us": d.json(),
@@ -433,7 +622,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     (out, human)
 }
 
-async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, sub_msg: Rc<Vec<u8>>) {
+async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg: Rc<Vec<u8>>) {
     let permit = st.sem.acquire().await.unwrap();
     let mut c = match open(&ctx, i, 4096).await {
         Ok(c) => c,
@@ -461,6 +650,9 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, sub_msg: Rc<Vec<u8>>)
         return st.conns.fail(format!("subscriber {i}: no `subscribed` reply"));
     }
     st.subscribed.set(st.subscribed.get() + 1);
+    let u = &st.subscribed_per_url[i % ctx.targets.len()];
+    u.set(u.get() + 1);
+    st.room_members[room].set(st.room_members[room].get() + 1);
     loop {
         match c.read_some().await {
             Ok(0) | Err(_) => break,
@@ -494,37 +686,41 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, sub_msg: Rc<Vec<u8>>)
     }
 }
 
-async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, window: usize, size: usize, room: String, members: usize) {
+/// Publisher `p`: keeps at most `window` broadcasts in flight, each to a random room of `rooms`
+/// ((name, members joined), none empty).
+async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, p: usize, window: usize, size: usize, rooms: Rc<Vec<(String, usize)>>) {
     let proto = ctx.proto;
-    let room_json = serde_json::to_string(&room).unwrap();
+    let room_json: Vec<String> = rooms.iter().map(|(r, _)| serde_json::to_string(r).unwrap()).collect();
     let overhead = proto.envelope_overhead("bcast");
     let mut data = Vec::with_capacity(size + 64);
     let mut msg = Vec::with_capacity(size + 64);
-    let mut seq: u64 = 0;
+    let mut rng: u32 = 0x9e37_79b9u32.wrapping_mul(p as u32 + 1) | 1;
     loop {
         if st.phase.get() >= STOP {
             return;
         }
-        while st.inflight.get() < window {
+        while st.inflight[p].get() < window {
+            let r = if rooms.len() == 1 { 0 } else { ws::xorshift(&mut rng) as usize % rooms.len() };
+            let seq = st.next_seq.get();
+            st.next_seq.set(seq + 1);
             let t = now_us();
             data.clear();
-            write!(data, "{{\"room\":{room_json},\"seq\":{seq},\"t\":{t},\"pad\":\"").unwrap();
+            write!(data, "{{\"room\":{},\"seq\":{seq},\"t\":{t},\"pad\":\"", room_json[r]).unwrap();
             let pad = size.saturating_sub(overhead + data.len() + 2);
             data.extend(std::iter::repeat_n(b'x', pad));
             data.extend_from_slice(b"\"}");
             msg.clear();
             proto.encode_event(&mut msg, "bcast", &data);
-            st.pending.borrow_mut().insert(seq, Pending { t, remaining: members });
-            st.inflight.set(st.inflight.get() + 1);
+            st.pending.borrow_mut().insert(seq, Pending { t, remaining: rooms[r].1, publisher: p });
+            st.inflight[p].set(st.inflight[p].get() + 1);
             st.sent.set(st.sent.get() + 1);
             c.queue_text(&msg);
-            seq += 1;
         }
         if c.flush().await.is_err() {
             return;
         }
         tokio::select! {
-            _ = st.notify.notified() => {}
+            _ = st.notify[p].notified() => {}
             r = c.read_some() => {
                 match r {
                     Ok(0) | Err(_) => return,
@@ -568,7 +764,7 @@ pub async fn idle(ctx: Ctx, args: &Args) -> (Value, String) {
         pings: Cell::new(0),
     });
     // Baseline: the server before any connection of ours exists.
-    let base = sys::sample(ctx.server_pid);
+    let base = sys::sample(&ctx.server_pids, &ctx.aux_pids);
     let t_open = Instant::now();
     for i in 0..n {
         tokio::task::spawn_local(idle_conn(ctx.clone(), st.clone(), i));
@@ -586,18 +782,18 @@ pub async fn idle(ctx: Ctx, args: &Args) -> (Value, String) {
     );
     st.phase.set(MEASURE);
     sleep(settle).await;
-    let held = sys::sample(ctx.server_pid);
+    let held = sys::sample(&ctx.server_pids, &ctx.aux_pids);
     let open_at_sample = st.open_now.get();
     let hold_left = hold.saturating_sub(settle);
     sleep(hold_left).await;
-    let end = sys::sample(ctx.server_pid);
+    let end = sys::sample(&ctx.server_pids, &ctx.aux_pids);
     let still_open = st.open_now.get();
     st.phase.set(STOP);
     let rss_per_conn = match (base.server_rss_kb, held.server_rss_kb) {
         (Some(b), Some(h)) if open_at_sample > 0 => Some(((h as f64 - b as f64) * 1024.0 / open_at_sample as f64).round()),
         _ => None,
     };
-    let server = if ctx.server_pid.is_some() {
+    let server = if !ctx.server_pids.is_empty() {
         json!({
             "rss_kb_baseline": base.server_rss_kb,
             "rss_kb_held": held.server_rss_kb,
@@ -672,5 +868,60 @@ async fn idle_conn(ctx: Rc<Ctx>, st: Rc<IdleState>, i: usize) {
     st.open_now.set(st.open_now.get() - 1);
     if st.phase.get() < STOP {
         st.conns.closed_early.set(st.conns.closed_early.get() + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(urls: usize) -> Ctx {
+        let urls: Vec<String> = (0..urls).map(|i| format!("ws://127.0.0.1:{}/ws", 9000 + i)).collect();
+        Ctx {
+            targets: urls.iter().map(|u| ws::parse_url(u).unwrap()).collect(),
+            urls,
+            proto: ws::Proto::Plain,
+            sources: vec![],
+            server_pids: vec![],
+            aux_pids: vec![],
+            warmup: Duration::from_millis(0),
+            connect_concurrency: 1,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn round_robin_targets() {
+        let c = ctx(3);
+        assert_eq!(c.target_for(0).addr.port(), 9000);
+        assert_eq!(c.target_for(4).addr.port(), 9001);
+        assert_eq!(c.target_for(1502).addr.port(), 9002);
+    }
+
+    #[test]
+    fn completion_loss_and_late_deliveries() {
+        let st = FanState::new(&ctx(3), 2, 2, 4);
+        st.phase.set(MEASURE);
+        // publisher 0: seq 0 to a room of 2; publisher 1: seq 1 to a room of 3
+        for (seq, remaining, publisher) in [(0u64, 2usize, 0usize), (1, 3, 1)] {
+            st.pending.borrow_mut().insert(seq, Pending { t: 1_000, remaining, publisher });
+            st.inflight[publisher].set(1);
+        }
+        st.delivered(0, 1_000, 1_050);
+        st.delivered(0, 1_000, 1_070);
+        assert_eq!((st.completed.get(), st.inflight[0].get(), st.inflight[1].get()), (1, 0, 1));
+        st.delivered(1, 1_000, 1_080);
+        // seq 1 still lacks 2 deliveries: given up after 1 ms (now = 2_500 us)
+        st.expire(1_900, 1_000);
+        assert_eq!(st.lost.get(), 0);
+        st.expire(2_500, 1_000);
+        assert_eq!((st.lost.get(), st.missing.get(), st.inflight[1].get()), (1, 2, 0));
+        // a late delivery of it, or a duplicate of a completed one, is unknown
+        st.delivered(1, 1_000, 3_000);
+        st.delivered(0, 1_000, 3_000);
+        assert_eq!(st.unknown.get(), 2);
+        assert_eq!(st.deliveries.get(), 5);
+        // latencies 50, 70, 80 µs in the window (exact below 128 µs), then 2 s late ones
+        assert_eq!(st.delivery.borrow().percentile(50.0), 80);
     }
 }

@@ -59,48 +59,119 @@ pub fn proc_rss_kb(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// One sample of (wall clock, own CPU, server CPU, server RSS).
-#[derive(Clone, Copy)]
+/// CPU seconds the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq and
+/// steal from the first line of /proc/stat; guest time is already inside user).
+pub fn machine_busy_s() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal
+    Some((get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) / clk_tck())
+}
+
+/// One sample of (wall clock, own CPU, server CPU, server RSS). With several server PIDs, CPU and
+/// RSS are sums over them (None if any of them cannot be read); `per_pid` keeps each one's CPU.
+#[derive(Clone)]
 pub struct Sample {
     pub at: Instant,
     pub self_cpu: f64,
     pub server_cpu: Option<f64>,
     pub server_rss_kb: Option<u64>,
+    pub per_pid: Vec<(u32, Option<f64>)>,
+    pub aux: Vec<(u32, Option<f64>)>,
+    pub machine_busy: Option<f64>,
 }
 
-pub fn sample(server_pid: Option<u32>) -> Sample {
-    Sample {
-        at: Instant::now(),
-        self_cpu: self_cpu_s(),
-        server_cpu: server_pid.and_then(proc_cpu_s),
-        server_rss_kb: server_pid.and_then(proc_rss_kb),
-    }
+pub fn sample(server_pids: &[u32], aux_pids: &[u32]) -> Sample {
+    let at = Instant::now();
+    let self_cpu = self_cpu_s();
+    let per_pid: Vec<(u32, Option<f64>)> = server_pids.iter().map(|&p| (p, proc_cpu_s(p))).collect();
+    let aux = aux_pids.iter().map(|&p| (p, proc_cpu_s(p))).collect();
+    let sum_cpu = if per_pid.is_empty() { None } else { per_pid.iter().map(|(_, c)| *c).sum::<Option<f64>>() };
+    let rss = if server_pids.is_empty() { None } else { server_pids.iter().map(|&p| proc_rss_kb(p)).sum::<Option<u64>>() };
+    Sample { at, self_cpu, server_cpu: sum_cpu, server_rss_kb: rss, per_pid, aux, machine_busy: machine_busy_s() }
+}
+
+fn cpu_delta(a: &[(u32, Option<f64>)], b: &[(u32, Option<f64>)], wall: f64) -> serde_json::Value {
+    a.iter()
+        .zip(b)
+        .map(|((pid, x), (_, y))| match (x, y) {
+            (Some(x), Some(y)) => serde_json::json!({ "pid": pid, "cpu_s": round3(y - x), "cpu_util": round3((y - x) / wall) }),
+            _ => serde_json::json!({ "pid": pid, "cpu_s": null, "cpu_util": null }),
+        })
+        .collect()
 }
 
 /// JSON block describing a measurement window between two samples, for a given work count.
+/// `server` sums every server PID; with more than one, `server.per_pid` splits the CPU; `aux`
+/// (when `--aux-pid` was given) lists the other processes' CPU, not counted in `server`.
 pub fn window_json(a: &Sample, b: &Sample, work: u64) -> serde_json::Value {
     let wall = (b.at - a.at).as_secs_f64();
     let lg_cpu = b.self_cpu - a.self_cpu;
     let server = match (a.server_cpu, b.server_cpu) {
         (Some(x), Some(y)) => {
             let cpu = y - x;
-            serde_json::json!({
+            let mut s = serde_json::json!({
                 "cpu_s": round3(cpu),
                 "cpu_util": round3(cpu / wall),
                 "rss_kb_start": a.server_rss_kb,
                 "rss_kb_end": b.server_rss_kb,
                 "per_cpu_s": if cpu > 0.0 { (work as f64 / cpu).round() } else { 0.0 },
-            })
+            });
+            if a.per_pid.len() > 1 {
+                s["per_pid"] = cpu_delta(&a.per_pid, &b.per_pid, wall);
+            }
+            s
         }
         _ => serde_json::Value::Null,
     };
-    serde_json::json!({
+    let mut w = serde_json::json!({
         "wall_s": round3(wall),
         "loadgen": { "cpu_s": round3(lg_cpu), "cpu_util": round3(lg_cpu / wall) },
         "server": server,
-    })
+    });
+    if !a.aux.is_empty() {
+        w["aux"] = cpu_delta(&a.aux, &b.aux, wall);
+    }
+    // Every process on the machine, ours included: what is left after the server, aux and loadgen
+    // CPU is other work that competed with the run.
+    if let (Some(x), Some(y)) = (a.machine_busy, b.machine_busy) {
+        w["machine"] = serde_json::json!({ "busy_cpu_s": round3(y - x), "busy_util": round3((y - x) / wall) });
+    }
+    w
 }
 
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_pids_are_summed() {
+        let me = std::process::id();
+        let a = sample(&[me, me], &[me]);
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = sample(&[me, me], &[me]);
+        let one = proc_cpu_s(me).unwrap();
+        assert!(a.server_cpu.unwrap() <= 2.0 * one + 1e-9);
+        assert!(b.server_rss_kb.unwrap() > 0);
+        let w = window_json(&a, &b, 1000);
+        assert_eq!(w["server"]["per_pid"].as_array().unwrap().len(), 2);
+        assert_eq!(w["aux"].as_array().unwrap().len(), 1);
+        assert_eq!(w["aux"][0]["pid"], me);
+        assert!(w["machine"]["busy_cpu_s"].as_f64().unwrap() >= 0.0);
+        // no server PID: no server block, as before
+        let w = window_json(&sample(&[], &[]), &sample(&[], &[]), 1);
+        assert!(w["server"].is_null() && w.get("aux").is_none() && w.get("machine").is_some());
+        // an unreadable PID makes the sum unknown rather than wrong
+        assert!(sample(&[me, u32::MAX], &[]).server_cpu.is_none());
+    }
 }
