@@ -1,6 +1,7 @@
 //! The node's connections to Redis and the three tasks that use them:
-//! - the **publisher** drains the bounded publish queue in pipelines (one round trip per batch,
-//!   in order), dropping and counting what cannot be sent;
+//! - the **publisher** drains the bounded publish queue a batch per round trip, in order,
+//!   dropping and counting what cannot be sent within [`MAX_PUBLISH_DELAY`] (at most once:
+//!   nothing queued during an outage arrives after it);
 //! - the **subscriber** keeps the subscribed channels equal to what the membership wants
 //!   (renewing all of them after a reconnect) and delivers what arrives (`deliver`);
 //! - the **presence** task registers the node, writes membership ops in order, heartbeats,
@@ -8,7 +9,7 @@
 //!   a new incarnation whenever Redis may have lost writes (a failed write, a restarted server,
 //!   a node declared dead while it was cut off).
 //!
-//! Redis is spoken through `fred`: reconnection with a backoff policy, pipelines, sharded pub/sub
+//! Redis is spoken through `fred`: reconnection with a backoff policy, command pipelining, sharded pub/sub
 //! and `EVALSHA` with reload after a Redis restart emptied the script cache.
 
 use super::deliver::{self, Outcome};
@@ -24,13 +25,17 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Cross-node publishes waiting for Redis; past it they are dropped and counted (`busDropped`).
 pub const MAX_QUEUED_PUBLISHES: usize = 16_384;
+/// A cross-node publish not written to Redis within this time is dropped (and counted): when
+/// Redis goes away, what was queued meanwhile must not arrive long after, out of its moment.
+/// Also the bound on one batch's round trip.
+const MAX_PUBLISH_DELAY: Duration = Duration::from_secs(1);
 /// Received messages buffered between the Redis connection and the delivering task; a
 /// subscriber that falls this far behind loses the oldest (counted in `busDropped`).
 const RECEIVE_BUFFER: usize = 16_384;
@@ -48,6 +53,9 @@ const COMMON_LUA: &str = include_str!("lua/common.lua");
 fn script(body: &str) -> Script {
     Script::from_lua(format!("{COMMON_LUA}\n{body}"))
 }
+
+/// A cross-node publish waiting for Redis: when it was queued, its channel, its bytes.
+type Queued = (Instant, String, Bytes);
 
 /// Counters, as a snapshot.
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,7 +103,7 @@ pub struct Link {
     /// Subscriptions only.
     subscriber: Client,
     scripts: Scripts,
-    outbox: mpsc::Sender<(String, Bytes)>,
+    outbox: mpsc::Sender<Queued>,
     counters: Counters,
     /// Ops of the membership written to Redis (for `sync`).
     written: watch::Sender<u64>,
@@ -207,6 +215,12 @@ impl Link {
     /// Queues one message per channel: as encoded when there is one channel, else one copy per
     /// target (see `message.rs`). Never waits: a full queue drops and counts.
     pub fn send_copies(&self, channels: Vec<String>, mut bytes: Vec<u8>) {
+        if !self.client.is_connected() {
+            // At most once: nothing is kept for after an outage.
+            self.counters.dropped.fetch_add(channels.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
         let single = channels.len() == 1;
         for (target, channel) in channels.into_iter().enumerate() {
             let copy = if single {
@@ -215,7 +229,7 @@ impl Link {
                 message::set_target(&mut bytes, target as u16);
                 Bytes::copy_from_slice(&bytes)
             };
-            if self.outbox.try_send((channel, copy)).is_err() {
+            if self.outbox.try_send((now, channel, copy)).is_err() {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -333,22 +347,22 @@ fn epoch() -> u64 {
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48)
 }
 
-async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<(String, Bytes)>, sharded: bool) {
-    // At most once: a publish that cannot be written now fails at once instead of waiting in
-    // fred's buffer for a reconnection (it would arrive late, after the outage) or being retried.
-    let options = Options { fail_fast: true, max_attempts: Some(1), timeout: Some(Duration::from_secs(2)), ..Default::default() };
+async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<Queued>, sharded: bool) {
+    // At most once: a publish that cannot be written now fails at once (fail_fast, no retry, a
+    // bounded wait) instead of waiting in fred's buffer for a reconnection and arriving late.
+    let options = Options { fail_fast: true, max_attempts: Some(1), timeout: Some(MAX_PUBLISH_DELAY), ..Default::default() };
     let fast = link.client.with_options(&options);
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut batch: Vec<Queued> = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
-        if !link.client.is_connected() {
-            link.counters.dropped.fetch_add(n, Ordering::Relaxed);
-            batch.clear();
-            continue;
-        }
+        let connected = link.client.is_connected();
+        // Too old (queued behind a batch that waited for a dying connection) or no connection:
+        // dropped, not sent late.
+        let now = Instant::now();
+        batch.retain(|(queued, _, _)| connected && now.duration_since(*queued) < MAX_PUBLISH_DELAY);
         // Issued in order on the multiplexed connection (fred pipelines concurrent commands):
         // one round trip per batch.
-        let sends = batch.drain(..).map(|(channel, bytes)| {
+        let sends = batch.drain(..).map(|(_, channel, bytes)| {
             let fast = &fast;
             async move {
                 let sent: Result<Value, Error> = if sharded { fast.spublish(channel, bytes).await } else { fast.publish(channel, bytes).await };
