@@ -57,8 +57,9 @@ fn script(body: &str) -> Script {
     Script::from_lua(format!("{COMMON_LUA}\n{body}"))
 }
 
-/// A cross-node publish waiting for Redis: when it was queued, its channel, its bytes.
-type Queued = (Instant, String, Bytes);
+/// A cross-node publish waiting for Redis: when it was queued, the link's disruption count
+/// then, its channel, its bytes.
+type Queued = (Instant, u64, String, Bytes);
 
 /// Counters, as a snapshot.
 #[derive(Debug, Default, Clone, Copy)]
@@ -120,6 +121,9 @@ pub struct Link {
     incarnation: Mutex<Option<String>>,
     /// Wakes the presence task at once (a reconnect: check whether Redis kept our presence).
     check_now: Notify,
+    /// Connection errors and reconnections seen so far, on either connection. A publish queued
+    /// before one is dropped rather than sent after it: it belongs to before the outage.
+    disruptions: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -177,6 +181,7 @@ impl Link {
             registered: watch::Sender::new(false),
             incarnation: Mutex::new(None),
             check_now: Notify::new(),
+            disruptions: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         let sharded = cluster.sharded;
@@ -195,7 +200,7 @@ impl Link {
                 tokio::spawn(publish_loop(l.clone(), queue, sharded)),
                 tokio::spawn(subscribe_loop(l.clone(), sharded)),
                 tokio::spawn(presence_loop(l.clone())),
-                tokio::spawn(count_reconnects(l.clone())),
+                tokio::spawn(watch_connections(l.clone())),
             ];
             l.tasks.lock().extend(tasks);
         });
@@ -218,12 +223,13 @@ impl Link {
     /// Queues one message per channel: as encoded when there is one channel, else one copy per
     /// target (see `message.rs`). Never waits: a full queue drops and counts.
     pub fn send_copies(&self, channels: Vec<String>, mut bytes: Vec<u8>) {
-        if !self.client.is_connected() {
+        if !self.is_up() {
             // At most once: nothing is kept for after an outage.
             self.counters.dropped.fetch_add(channels.len() as u64, Ordering::Relaxed);
             return;
         }
         let now = Instant::now();
+        let disruptions = self.disruptions.load(Ordering::Acquire);
         let single = channels.len() == 1;
         for (target, channel) in channels.into_iter().enumerate() {
             let copy = if single {
@@ -232,10 +238,15 @@ impl Link {
                 message::set_target(&mut bytes, target as u16);
                 Bytes::copy_from_slice(&bytes)
             };
-            if self.outbox.try_send((now, channel, copy)).is_err() {
+            if self.outbox.try_send((now, disruptions, channel, copy)).is_err() {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Both connections up: a cross-node message can be sent and the answers received.
+    fn is_up(&self) -> bool {
+        self.client.is_connected() && self.subscriber.is_connected()
     }
 
     async fn server_has_sharded_pubsub(&self) -> bool {
@@ -282,7 +293,7 @@ impl Link {
             invalid: c.invalid.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
-            connected: self.client.is_connected() && self.subscriber.is_connected(),
+            connected: self.is_up(),
         }
     }
 
@@ -358,14 +369,15 @@ async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<Queued>, sharde
     let mut batch: Vec<Queued> = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
-        let connected = link.client.is_connected();
-        // Too old (queued behind a batch that waited for a dying connection) or no connection:
-        // dropped, not sent late.
+        let up = link.is_up();
+        let disruptions = link.disruptions.load(Ordering::Acquire);
+        // Queued before a connection error or reconnection, too old (behind a batch that waited
+        // for a dying connection), or no connection: dropped, not sent late.
         let now = Instant::now();
-        batch.retain(|(queued, _, _)| connected && now.duration_since(*queued) < MAX_PUBLISH_DELAY);
+        batch.retain(|(queued, seen, _, _)| up && *seen == disruptions && now.duration_since(*queued) < MAX_PUBLISH_DELAY);
         // Issued in order on the multiplexed connection (fred pipelines concurrent commands):
         // one round trip per batch.
-        let sends = batch.drain(..).map(|(_, channel, bytes)| {
+        let sends = batch.drain(..).map(|(_, _, channel, bytes)| {
             let fast = &fast;
             async move {
                 let sent: Result<Value, Error> = if sharded { fast.spublish(channel, bytes).await } else { fast.publish(channel, bytes).await };
@@ -481,15 +493,35 @@ async fn reconcile(link: &Link, active: &mut HashSet<String>, sharded: bool) -> 
     true
 }
 
-/// Runs from after the first connection: every event is a reconnection, after which Redis may
-/// be a restarted, empty server: presence is checked at once.
-async fn count_reconnects(link: Arc<Link>) {
+/// Runs from after the first connection: every reconnection of the command connection may be
+/// to a restarted, empty server, so presence is checked at once. Every error or reconnection of
+/// either connection counts as a disruption (see [`Queued`]).
+async fn watch_connections(link: Arc<Link>) {
     let mut reconnects = link.client.reconnect_rx();
-    while let Ok(_server) = reconnects.recv().await {
-        link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-        link.registered.send_replace(false);
-        link.check_now.notify_one();
+    let mut errors = link.client.error_rx();
+    let mut subscriber_reconnects = link.subscriber.reconnect_rx();
+    let mut subscriber_errors = link.subscriber.error_rx();
+    loop {
+        let closed = tokio::select! {
+            event = reconnects.recv() => {
+                link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                link.registered.send_replace(false);
+                link.check_now.notify_one();
+                is_closed(&event)
+            }
+            event = errors.recv() => is_closed(&event),
+            event = subscriber_reconnects.recv() => is_closed(&event),
+            event = subscriber_errors.recv() => is_closed(&event),
+        };
+        if closed {
+            return;
+        }
+        link.disruptions.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+fn is_closed<T>(event: &Result<T, tokio::sync::broadcast::error::RecvError>) -> bool {
+    matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed))
 }
 
 async fn presence_loop(link: Arc<Link>) {
