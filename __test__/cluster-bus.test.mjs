@@ -99,8 +99,14 @@ test('a bus that throws or rejects costs only the other nodes: local delivery wo
 
 test('cluster options are checked; shutdown closes the bus', async () => {
   assert.throws(() => createServer({ cluster: { bus: {} } }), /cluster.bus must have publish\(message\) and subscribe\(handler\)/)
-  assert.throws(() => createServer({ cluster: { redis: 'redis://127.0.0.1' } }), /cluster.redis is not implemented yet/)
   const bus = memoryBus().node()
+  assert.throws(() => createServer({ cluster: { redis: 'http://127.0.0.1' } }), /cluster.redis must be a redis:\/\/ URL/)
+  assert.throws(() => createServer({ cluster: { redis: { url: 42 } } }), /cluster.redis must be a redis:\/\/ URL/)
+  assert.throws(() => createServer({ cluster: { redis: 'rediss://127.0.0.1' } }), /TLS \(rediss:\/\/\) is not supported yet/)
+  assert.throws(() => createServer({ cluster: { redis: 'redis://127.0.0.1', bus } }), /either redis or bus, not both/)
+  assert.throws(() => createServer({ cluster: { redis: 'redis://127.0.0.1', nodeTimeoutMs: 100 } }), /nodeTimeoutMs must be at least 300/)
+  assert.throws(() => createServer({ cluster: { redis: 'redis://127.0.0.1', prefix: '' } }), /cluster.prefix must be a non-empty string/)
+  assert.throws(() => createServer({ cluster: { redis: 'redis://127.0.0.1', sharded: 'yes' } }), /cluster.sharded must be/)
   const server = createServer({ port: 0, cluster: { bus } })
   await server.listen()
   await server.shutdown()

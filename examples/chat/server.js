@@ -1,6 +1,8 @@
 'use strict'
 // Chat example: `npm start`, open the printed URL in two browser tabs, pick the same room, chat.
 // Node's http module serves the page; ferrosocket serves the WebSocket on its own port.
+// With REDIS_URL set it is one node of a cluster (examples/cluster starts two): rooms, the online
+// count and messages span every node.
 
 const http = require('node:http')
 const fs = require('node:fs')
@@ -23,32 +25,37 @@ const chat = defineContract({
   },
 })
 
-const online = new Map() // room -> count
+const REDIS_URL = process.env.REDIS_URL
 
 async function main() {
-  const ws = createServer({ host: HOST, port: WS_PORT, path: '/ws', contract: chat })
+  const cluster = REDIS_URL ? { redis: REDIS_URL, prefix: 'chat-example' } : undefined
+  const ws = createServer({ host: HOST, port: WS_PORT, path: '/ws', contract: chat, cluster })
+
+  /** Members of a room on every node (this process alone without a cluster). */
+  const online = async (room) => {
+    await ws.presence.sync() // this node's latest join/leave is visible to the query
+    return (await ws.presence.getRoomMembers(room)).length
+  }
 
   ws.onConnection((conn) => {
     let room
     let name
-    conn.onMessage('chat:join', (data) => {
-      if (room) leave()
+    conn.onMessage('chat:join', async (data) => {
+      if (room) await leave(room)
       room = data.room
       name = data.name
       conn.join(room)
-      online.set(room, (online.get(room) ?? 0) + 1)
-      ws.publishToRoom(room, 'chat:presence', { room, name, joined: true, online: online.get(room) })
+      ws.publishToRoom(room, 'chat:presence', { room, name, joined: true, online: await online(room) })
     })
     conn.onMessage('chat:send', (data) => {
       if (!room) return
       ws.publishToRoom(room, 'chat:message', { room, from: name, text: data.text, at: Date.now() })
     })
-    const leave = () => {
-      online.set(room, online.get(room) - 1)
-      conn.leave(room)
-      ws.publishToRoom(room, 'chat:presence', { room, name, joined: false, online: online.get(room) })
+    const leave = async (left) => {
+      conn.leave(left)
+      ws.publishToRoom(left, 'chat:presence', { room: left, name, joined: false, online: await online(left) })
     }
-    conn.onClose(() => room && leave())
+    conn.onClose(() => room && leave(room))
   })
   await ws.listen()
 
@@ -63,7 +70,7 @@ async function main() {
   })
   await new Promise((resolve) => web.listen(PORT, HOST, resolve))
   const url = `http://${HOST === '0.0.0.0' ? '127.0.0.1' : HOST}:${web.address().port}/`
-  console.log(`chat example: open ${url} in two browser tabs (WebSocket on port ${ws.port})`)
+  console.log(`chat example: open ${url} in two browser tabs (WebSocket on port ${ws.port}${REDIS_URL ? `, node ${ws.nodeId} of a cluster on ${REDIS_URL}` : ''})`)
 
   const stop = async () => {
     web.close()

@@ -1,6 +1,7 @@
 //! The node's connections to Redis and the three tasks that use them:
-//! - the **publisher** drains the bounded publish queue in pipelines (one round trip per batch,
-//!   in order), dropping and counting what cannot be sent;
+//! - the **publisher** drains the bounded publish queue a batch per round trip, in order,
+//!   dropping and counting what cannot be sent within [`MAX_PUBLISH_DELAY`] (at most once:
+//!   nothing queued during an outage arrives after it);
 //! - the **subscriber** keeps the subscribed channels equal to what the membership wants
 //!   (renewing all of them after a reconnect) and delivers what arrives (`deliver`);
 //! - the **presence** task registers the node, writes membership ops in order, heartbeats,
@@ -8,7 +9,7 @@
 //!   a new incarnation whenever Redis may have lost writes (a failed write, a restarted server,
 //!   a node declared dead while it was cut off).
 //!
-//! Redis is spoken through `fred`: reconnection with a backoff policy, pipelines, sharded pub/sub
+//! Redis is spoken through `fred`: reconnection with a backoff policy, command pipelining, sharded pub/sub
 //! and `EVALSHA` with reload after a Redis restart emptied the script cache.
 
 use super::deliver::{self, Outcome};
@@ -24,17 +25,21 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Cross-node publishes waiting for Redis; past it they are dropped and counted (`busDropped`).
 pub const MAX_QUEUED_PUBLISHES: usize = 16_384;
+/// A cross-node publish not written to Redis within this time is dropped (and counted): when
+/// Redis goes away, what was queued meanwhile must not arrive long after, out of its moment.
+/// Also the bound on one batch's round trip.
+const MAX_PUBLISH_DELAY: Duration = Duration::from_secs(1);
 /// Received messages buffered between the Redis connection and the delivering task; a
 /// subscriber that falls this far behind loses the oldest (counted in `busDropped`).
 const RECEIVE_BUFFER: usize = 16_384;
-/// Publishes per pipeline.
+/// Publishes issued together (one round trip).
 const PUBLISH_BATCH: usize = 512;
 /// Presence ops per script call.
 const OPS_PER_CALL: usize = 512;
@@ -48,6 +53,9 @@ const COMMON_LUA: &str = include_str!("lua/common.lua");
 fn script(body: &str) -> Script {
     Script::from_lua(format!("{COMMON_LUA}\n{body}"))
 }
+
+/// A cross-node publish waiting for Redis: when it was queued, its channel, its bytes.
+type Queued = (Instant, String, Bytes);
 
 /// Counters, as a snapshot.
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,12 +103,16 @@ pub struct Link {
     /// Subscriptions only.
     subscriber: Client,
     scripts: Scripts,
-    outbox: mpsc::Sender<(String, Bytes)>,
+    outbox: mpsc::Sender<Queued>,
     counters: Counters,
     /// Ops of the membership written to Redis (for `sync`).
     written: watch::Sender<u64>,
-    /// Version of the wanted channels that is subscribed (for `sync`).
+    /// Version of the wanted channels that is subscribed (for `sync`); 0 after a reconnect
+    /// until the subscriptions are renewed.
     subscribed: watch::Sender<u64>,
+    /// Redis holds this node's presence as of `written` (false from a reconnect until a
+    /// heartbeat found it intact or it was restored).
+    registered: watch::Sender<bool>,
     /// The incarnation presence is written under, while registered.
     incarnation: Mutex<Option<String>>,
     /// Wakes the presence task at once (a reconnect: check whether Redis kept our presence).
@@ -159,6 +171,7 @@ impl Link {
             counters: Counters::default(),
             written: watch::Sender::new(0),
             subscribed: watch::Sender::new(0),
+            registered: watch::Sender::new(false),
             incarnation: Mutex::new(None),
             check_now: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -202,6 +215,12 @@ impl Link {
     /// Queues one message per channel: as encoded when there is one channel, else one copy per
     /// target (see `message.rs`). Never waits: a full queue drops and counts.
     pub fn send_copies(&self, channels: Vec<String>, mut bytes: Vec<u8>) {
+        if !self.client.is_connected() {
+            // At most once: nothing is kept for after an outage.
+            self.counters.dropped.fetch_add(channels.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
         let single = channels.len() == 1;
         for (target, channel) in channels.into_iter().enumerate() {
             let copy = if single {
@@ -210,7 +229,7 @@ impl Link {
                 message::set_target(&mut bytes, target as u16);
                 Bytes::copy_from_slice(&bytes)
             };
-            if self.outbox.try_send((channel, copy)).is_err() {
+            if self.outbox.try_send((now, channel, copy)).is_err() {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -242,7 +261,9 @@ impl Link {
         let (ops, channels) = (self.membership.queued(), self.membership.wanted_version());
         let mut written = self.written.subscribe();
         let mut subscribed = self.subscribed.subscribe();
+        let mut registered = self.registered.subscribe();
         let wait = async {
+            let _ = registered.wait_for(|&r| r).await;
             let _ = written.wait_for(|&w| w >= ops).await;
             let _ = subscribed.wait_for(|&s| s >= channels).await;
         };
@@ -287,6 +308,7 @@ impl Link {
         }
         self.maintain(&incarnation, "hello").await?;
         *self.incarnation.lock() = Some(incarnation.clone());
+        self.registered.send_replace(true);
         self.written.send_if_modified(|w| {
             let advanced = covers > *w;
             *w = (*w).max(covers);
@@ -325,23 +347,29 @@ fn epoch() -> u64 {
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48)
 }
 
-async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<(String, Bytes)>, sharded: bool) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+async fn publish_loop(link: Arc<Link>, mut queue: mpsc::Receiver<Queued>, sharded: bool) {
+    // At most once: a publish that cannot be written now fails at once (fail_fast, no retry, a
+    // bounded wait) instead of waiting in fred's buffer for a reconnection and arriving late.
+    let options = Options { fail_fast: true, max_attempts: Some(1), timeout: Some(MAX_PUBLISH_DELAY), ..Default::default() };
+    let fast = link.client.with_options(&options);
+    let mut batch: Vec<Queued> = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
-        if !link.client.is_connected() {
-            // At most once: what cannot be sent now is not kept for later.
-            link.counters.dropped.fetch_add(n, Ordering::Relaxed);
-            batch.clear();
-            continue;
-        }
-        let pipeline = link.client.pipeline();
-        for (channel, bytes) in batch.drain(..) {
-            let queued: Result<Value, Error> = if sharded { pipeline.spublish(channel, bytes).await } else { pipeline.publish(channel, bytes).await };
-            drop(queued); // a pipeline answers at `all`
-        }
-        let results: Vec<Result<Value, Error>> = pipeline.try_all().await;
-        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        let connected = link.client.is_connected();
+        // Too old (queued behind a batch that waited for a dying connection) or no connection:
+        // dropped, not sent late.
+        let now = Instant::now();
+        batch.retain(|(queued, _, _)| connected && now.duration_since(*queued) < MAX_PUBLISH_DELAY);
+        // Issued in order on the multiplexed connection (fred pipelines concurrent commands):
+        // one round trip per batch.
+        let sends = batch.drain(..).map(|(_, channel, bytes)| {
+            let fast = &fast;
+            async move {
+                let sent: Result<Value, Error> = if sharded { fast.spublish(channel, bytes).await } else { fast.publish(channel, bytes).await };
+                sent.is_ok()
+            }
+        });
+        let ok = futures::future::join_all(sends).await.into_iter().filter(|&sent| sent).count() as u64;
         link.counters.published.fetch_add(ok, Ordering::Relaxed);
         link.counters.dropped.fetch_add(n - ok, Ordering::Relaxed);
     }
@@ -385,6 +413,7 @@ async fn subscribe_loop(link: Arc<Link>, sharded: bool) {
                     return;
                 }
                 active.clear(); // a new connection has no subscriptions
+                link.subscribed.send_replace(0);
                 dirty = true;
             }
             _ = link.membership.channels_changed.notified() => dirty = true,
@@ -427,13 +456,13 @@ async fn reconcile(link: &Link, active: &mut HashSet<String>, sharded: bool) -> 
     true
 }
 
+/// Runs from after the first connection: every event is a reconnection, after which Redis may
+/// be a restarted, empty server: presence is checked at once.
 async fn count_reconnects(link: Arc<Link>) {
     let mut reconnects = link.client.reconnect_rx();
-    let mut first = true;
     while let Ok(_server) = reconnects.recv().await {
-        if !std::mem::take(&mut first) {
-            link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
+        link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        link.registered.send_replace(false);
         link.check_now.notify_one();
     }
 }
@@ -480,6 +509,7 @@ async fn presence_loop(link: Arc<Link>) {
                 // A failed call may or may not have applied: the same.
                 Ok(false) | Err(_) => {
                     incarnation = None;
+                    link.registered.send_replace(false);
                     link.membership.request_restore();
                     break;
                 }
@@ -491,8 +521,12 @@ async fn presence_loop(link: Arc<Link>) {
                 reap_left = left > 0;
                 if alive == 0 {
                     incarnation = None;
+                    link.registered.send_replace(false);
                     link.membership.request_restore();
-                } else if reap_left {
+                } else {
+                    link.registered.send_replace(true);
+                }
+                if reap_left {
                     link.check_now.notify_one(); // keep reaping, a bounded step at a time
                 }
             }

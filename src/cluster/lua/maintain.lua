@@ -5,6 +5,7 @@
 --            then restores under a new incarnation), retires incarnations silent for longer
 --            than the timeout.
 --   'bye':   retires I (graceful shutdown: gone from queries at once).
+--   'reap':  nothing else (a leaving node deleting its own keys).
 -- Every mode then reaps a bounded amount. Returns { alive, incarnations left to reap }.
 local I, node, mode = ARGV[2], ARGV[3], ARGV[4]
 local timeout, budget = tonumber(ARGV[5]), tonumber(ARGV[6])
