@@ -82,8 +82,11 @@ pub enum Outcome {
     Invalid,
 }
 
-/// Delivers one received message to this node's connections.
-pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMap<String, usize>, fanout: &dyn FanOut) -> Outcome {
+/// Delivers one received message to this node's connections. Frames are queued corked: each
+/// connection that got its first one since the last flush is pushed on `corked`, and the caller
+/// flushes them all after a burst of messages (one vectored write per socket per burst, as for a
+/// batch of publishes from JS).
+pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMap<String, usize>, fanout: &dyn FanOut, corked: &mut Vec<Arc<Conn>>) -> Outcome {
     let Ok(m) = message::decode(bytes) else { return Outcome::Invalid };
     if m.origin == node_id {
         return Outcome::Own;
@@ -102,7 +105,9 @@ pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMa
         Kind::Publish => {
             let frame = frame::encode(frame::OP_TEXT, m.payload);
             Outcome::Delivered(fanout.deliver_local(&audience, &mut |conn| {
-                conn.send(&frame);
+                if conn.send_corked(&frame) {
+                    corked.push(conn.clone());
+                }
             }))
         }
         Kind::Close { code, reason } => {

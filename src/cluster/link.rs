@@ -16,6 +16,7 @@ use super::deliver::{self, Outcome};
 use super::membership::{Membership, Op};
 use super::message;
 use crate::config::ClusterConfig;
+use crate::conn::Conn;
 use crate::fanout::LocalFanOut;
 use bytes::Bytes;
 use fred::prelude::*;
@@ -39,6 +40,8 @@ const MAX_PUBLISH_DELAY: Duration = Duration::from_secs(1);
 /// Received messages buffered between the Redis connection and the delivering task; a
 /// subscriber that falls this far behind loses the oldest (counted in `busDropped`).
 const RECEIVE_BUFFER: usize = 16_384;
+/// Received messages delivered before the corked frames are flushed.
+const RECEIVE_BURST: usize = 256;
 /// Publishes issued together (one round trip).
 const PUBLISH_BATCH: usize = 512;
 /// Presence ops per script call.
@@ -380,25 +383,32 @@ async fn subscribe_loop(link: Arc<Link>, sharded: bool) {
     let mut messages = link.subscriber.message_rx();
     let mut reconnects = link.subscriber.reconnect_rx();
     let mut active: HashSet<String> = HashSet::new();
+    let mut corked: Vec<Arc<Conn>> = Vec::new();
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
     loop {
         tokio::select! {
             received = messages.recv() => match received {
-                Ok(m) => {
-                    let bytes = match &m.value {
-                        Value::Bytes(b) => &b[..],
-                        Value::String(s) => s.as_bytes(),
-                        _ => &[],
-                    };
-                    match deliver::deliver(bytes, &link.node_id, &link.id_prefix, &namespaces, &*link.local) {
-                        Outcome::Own => {}
-                        Outcome::Delivered(_) => {
-                            link.counters.received.fetch_add(1, Ordering::Relaxed);
+                Ok(first) => {
+                    // The burst: this message and whatever else already arrived, written corked.
+                    let mut next = Some(first);
+                    let mut burst = 0;
+                    while let Some(m) = next.take() {
+                        receive(&link, &m, &namespaces, &mut corked);
+                        burst += 1;
+                        if burst < RECEIVE_BURST {
+                            match messages.try_recv() {
+                                Ok(m) => next = Some(m),
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                                    link.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                                    next = messages.try_recv().ok();
+                                }
+                                Err(_) => {}
+                            }
                         }
-                        Outcome::Invalid => {
-                            link.counters.invalid.fetch_add(1, Ordering::Relaxed);
-                        }
+                    }
+                    for conn in corked.drain(..) {
+                        conn.flush_corked();
                     }
                     continue;
                 }
@@ -424,6 +434,21 @@ async fn subscribe_loop(link: Arc<Link>, sharded: bool) {
             link.counters.subscriptions.store(active.len(), Ordering::Relaxed);
         }
     }
+}
+
+/// Delivers one message from Redis (corked: see `deliver::deliver`) and counts it.
+fn receive(link: &Link, m: &fred::types::Message, namespaces: &HashMap<String, usize>, corked: &mut Vec<Arc<Conn>>) {
+    let bytes = match &m.value {
+        Value::Bytes(b) => &b[..],
+        Value::String(s) => s.as_bytes(),
+        _ => &[],
+    };
+    let counter = match deliver::deliver(bytes, &link.node_id, &link.id_prefix, namespaces, &*link.local, corked) {
+        Outcome::Own => return,
+        Outcome::Delivered(_) => &link.counters.received,
+        Outcome::Invalid => &link.counters.invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Subscribes to what is wanted and not active, unsubscribes the reverse; true when done.

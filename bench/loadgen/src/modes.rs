@@ -441,9 +441,23 @@ async fn open_subscribers(ctx: &Rc<Ctx>, st: &Rc<FanState>, n: usize, sub_msgs: 
     .await;
 }
 
-/// Connect `publishers` publisher connections to the first URL, wait `settle`, then start them.
+/// How the publishers of a fan-out run behave.
+struct Publishers {
+    /// Connection index of the first publisher (after the subscribers).
+    first_index: usize,
+    count: usize,
+    /// Broadcasts in flight per publisher.
+    window: usize,
+    /// Payload bytes.
+    size: usize,
+    /// Wait between connecting them and starting.
+    settle: Duration,
+}
+
+/// Connect the publisher connections to the first URL, wait `settle`, then start them.
 /// `rooms` lists (room name, members) of the rooms they publish to. Returns the errors.
-async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, first_index: usize, publishers: usize, window: usize, size: usize, settle: Duration, rooms: Vec<(String, usize)>) -> Vec<String> {
+async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, plan: Publishers, rooms: Vec<(String, usize)>) -> Vec<String> {
+    let Publishers { first_index, count: publishers, window, size, settle } = plan;
     let rooms: Rc<Vec<(String, usize)>> = Rc::new(rooms.into_iter().filter(|(_, m)| *m > 0).collect());
     let mut errors = Vec::new();
     let mut conns = Vec::new();
@@ -493,7 +507,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     open_subscribers(&ctx, &st, n, &[room_sub_msg(ctx.proto, &room)], |_| 0).await;
     let open_s = t_open.elapsed().as_secs_f64();
     let members = st.subscribed.get();
-    let pub_errors = start_publishers(&ctx, &st, n, 1, window, size, settle, vec![(room, members)]).await;
+    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: 1, window, size, settle }, vec![(room, members)]).await;
     let pub_error = pub_errors.first().cloned();
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
@@ -569,7 +583,7 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
     let open_s = t_open.elapsed().as_secs_f64();
     let members = st.subscribed.get();
     let rooms: Vec<(String, usize)> = names.into_iter().zip(st.room_members.iter().map(|c| c.get())).collect();
-    let pub_errors = start_publishers(&ctx, &st, n, publishers, window, size, settle, rooms).await;
+    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: publishers, window, size, settle }, rooms).await;
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
