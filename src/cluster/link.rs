@@ -317,10 +317,17 @@ impl Link {
     async fn restore(&self) -> Result<String, Error> {
         let incarnation = format!("{}#{:x}", self.node_id, epoch());
         let (ops, covers) = self.local.with_snapshot(|snapshot| self.membership.restart_from(snapshot));
-        for chunk in ops.chunks(OPS_PER_CALL) {
-            self.apply(&incarnation, false, chunk).await?;
+        let written = async {
+            for chunk in ops.chunks(OPS_PER_CALL) {
+                self.apply(&incarnation, false, chunk).await?;
+            }
+            self.maintain(&incarnation, "hello").await
+        };
+        if let Err(error) = written.await {
+            // Best effort: what was written of it gets reaped instead of staying behind.
+            let _ = self.maintain(&incarnation, "bye").await;
+            return Err(error);
         }
-        self.maintain(&incarnation, "hello").await?;
         *self.incarnation.lock() = Some(incarnation.clone());
         self.registered.send_replace(true);
         self.written.send_if_modified(|w| {
