@@ -58,13 +58,14 @@ async function main() {
   let url = process.env.REDIS_URL
   if (!url) {
     const port = await freePort()
-    const redis = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {})
+    const redis = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {})
     redis.on('error', (error) => {
       console.error(`cannot start redis-server (${error.message}); install it (apt-get install redis-server) or set REDIS_URL`)
       process.exit(1)
     })
     await waitForPort(port, 5000)
     url = `redis://127.0.0.1:${port}`
+    console.log(`cluster example: redis-server on ${url} (pid ${redis.pid}); two chat nodes follow, one URL each`)
   }
   const base = Number(process.env.PORT ?? 3000)
   start(process.execPath, [CHAT], { REDIS_URL: url, PORT: String(base), WS_PORT: String(base + 1) })
