@@ -10,11 +10,27 @@ const { spawn, spawnSync } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
+const {
+  BENCH,
+  ROOT,
+  CLK_TCK,
+  sleep,
+  reporter,
+  canRun,
+  runLoadgen: runLoadgenWith,
+  ensureNodeDeps,
+  ensureLoadgen,
+  machineInfo,
+  medianOf,
+  stamp,
+  fmtInt,
+  fmtX,
+  fmtPct,
+  fmtMs,
+} = require('./lib/harness')
+const { log, fail } = reporter('bench')
+const runLoadgen = (args, timeoutMs) => runLoadgenWith(args, timeoutMs, { log, wrapper: PIN.loadgen })
 
-const BENCH = __dirname
-const ROOT = path.dirname(BENCH)
-const LOADGEN_DIR = path.join(BENCH, 'loadgen')
-const LOADGEN = path.join(LOADGEN_DIR, 'target', 'release', 'loadgen')
 const SOURCES = '127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4'
 
 // ---------------------------------------------------------------------------------------------
@@ -60,14 +76,6 @@ function parseArgs(argv) {
   }
   return o
 }
-
-function fail(msg) {
-  console.error(`bench: ${msg}`)
-  process.exit(2)
-}
-
-const log = (...a) => console.error('[bench]', ...a)
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 // ---------------------------------------------------------------------------------------------
 // workloads
@@ -189,15 +197,6 @@ const PEERS = {
 }
 const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
-/** null when `code` runs under `node` (exit 0), else the reason. */
-function canRun(node, code, cwd) {
-  const r = spawnSync(node, ['-e', code], { cwd, encoding: 'utf8', timeout: 20000 })
-  if (r.status === 0) return null
-  const lines = (r.stderr || r.error?.message || '').trim().split('\n')
-  const err = lines.find((l) => /^\s*(\w*Error|Error)\b.*:/.test(l)) || lines.find((l) => /error/i.test(l)) || `exit ${r.status}`
-  return err.slice(0, 300)
-}
-
 function peerVersion(name) {
   const read = (p) => {
     try {
@@ -235,11 +234,6 @@ function procStat(pid) {
     return null
   }
 }
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })
-  return Number(r.stdout) || 100
-})()
 
 /** Start a peer; resolves { child, pid, port, stderr() } once it prints LISTENING <port>. */
 function startServer(name) {
@@ -287,34 +281,6 @@ async function stopServer(s) {
   const t = setTimeout(() => s.child.kill('SIGKILL'), 4000)
   await exited
   clearTimeout(t)
-}
-
-function runLoadgen(args, timeoutMs) {
-  return new Promise((resolve) => {
-    const child = spawn(PIN.loadgen[0] || LOADGEN, [...PIN.loadgen.slice(1), ...(PIN.loadgen.length ? [LOADGEN] : []), ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    let partial = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => {
-      err += d
-      const lines = (partial + d).split('\n')
-      partial = lines.pop()
-      for (const line of lines) if (line.trim()) log('  ' + line.trim())
-    })
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('close', (code, sig) => {
-      clearTimeout(t)
-      if (partial.trim()) log('  ' + partial.trim())
-      let json = null
-      try {
-        json = JSON.parse(out.trim().split('\n').pop())
-      } catch {}
-      resolve({ code, sig, json, stderr: err.slice(-2000) })
-    })
-  })
 }
 
 function runTimeoutMs(wl) {
@@ -405,22 +371,6 @@ function summarize(wl, rec) {
   return sum
 }
 
-/** Median of each numeric field over several runs' summaries (booleans: all true). */
-function medianOf(values) {
-  const v = values.filter((x) => x !== undefined && x !== null)
-  if (!v.length) return null
-  if (typeof v[0] === 'number') {
-    const s = [...v].sort((a, b) => a - b)
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-  }
-  if (typeof v[0] === 'boolean') return v.every(Boolean)
-  if (typeof v[0] === 'object') {
-    const keys = [...new Set(v.flatMap((o) => Object.keys(o)))]
-    return Object.fromEntries(keys.map((k) => [k, medianOf(v.map((o) => o[k]))]))
-  }
-  return v[0]
-}
-
 /** One record per peer for a workload: the median summary over its repetitions. */
 function aggregate(wl, runs, peers) {
   return peers.map((peer) => {
@@ -467,10 +417,6 @@ function ratios(wl, recs) {
 // markdown
 // ---------------------------------------------------------------------------------------------
 
-const fmtInt = (n) => (n == null || Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'))
-const fmtX = (x) => (x == null || !Number.isFinite(x) ? '–' : `${x >= 10 ? x.toFixed(1) : x.toFixed(2)}×`)
-const fmtPct = (x) => (x == null ? '–' : `${Math.round(x * 100)}%`)
-const fmtMs = (us) => (us == null ? '–' : us >= 100000 ? (us / 1000).toFixed(0) : us >= 10000 ? (us / 1000).toFixed(1) : (us / 1000).toFixed(2))
 const fmtKB = (b) => (b == null ? '–' : (b / 1000).toFixed(2))
 
 function markdown(report) {
@@ -658,64 +604,6 @@ ${p2.svg}
 // setup
 // ---------------------------------------------------------------------------------------------
 
-function ensureNodeDeps() {
-  const need = ['ws', 'bufferutil', 'socket.io'].filter((p) => !fs.existsSync(path.join(BENCH, 'node_modules', p, 'package.json')))
-  if (!need.length) return
-  log(`installing bench dependencies (${need.join(', ')}): npm install --prefix bench`)
-  const r = spawnSync('npm', ['install', '--prefix', BENCH, '--no-audit', '--no-fund'], { stdio: 'inherit' })
-  if (r.status !== 0) log('npm install failed; peers that need it will be skipped')
-}
-
-function ensureLoadgen() {
-  const newest = (dir) => {
-    let t = 0
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name)
-      t = Math.max(t, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs)
-    }
-    return t
-  }
-  const srcTime = Math.max(
-    newest(path.join(LOADGEN_DIR, 'src')),
-    fs.statSync(path.join(LOADGEN_DIR, 'Cargo.toml')).mtimeMs,
-    fs.existsSync(path.join(LOADGEN_DIR, 'Cargo.lock')) ? fs.statSync(path.join(LOADGEN_DIR, 'Cargo.lock')).mtimeMs : 0,
-  )
-  if (fs.existsSync(LOADGEN) && fs.statSync(LOADGEN).mtimeMs >= srcTime) return
-  log('building the load generator: cargo build --release (bench/loadgen)')
-  const r = spawnSync('cargo', ['build', '--release', '--manifest-path', path.join(LOADGEN_DIR, 'Cargo.toml')], { stdio: 'inherit' })
-  if (r.status !== 0) fail('loadgen build failed')
-}
-
-function machineInfo() {
-  const cpuinfo = (() => {
-    try {
-      return fs.readFileSync('/proc/cpuinfo', 'utf8')
-    } catch {
-      return ''
-    }
-  })()
-  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || os.cpus()[0]?.model || 'unknown CPU'
-  const nofile = spawnSync('bash', ['-c', 'echo "$(ulimit -Sn)/$(ulimit -Hn)"'], { encoding: 'utf8' }).stdout.trim()
-  const rustc = spawnSync('rustc', ['-V'], { encoding: 'utf8' }).stdout?.trim()
-  const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' })
-  return {
-    cpu_model: model.trim(),
-    cpus: os.cpus().length,
-    mem_gib: Math.round(os.totalmem() / 2 ** 30),
-    kernel: os.release(),
-    node: process.version,
-    rustc,
-    nofile,
-    git_commit: git.status === 0 ? git.stdout.trim() : null,
-    loadavg_at_start: os.loadavg().map((x) => Number(x.toFixed(2))),
-  }
-}
-
-function stamp(d) {
-  const p = (n) => String(n).padStart(2, '0')
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`
-}
-
 // ---------------------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------------------
@@ -734,8 +622,8 @@ async function main() {
     pinning = hasTaskset ? `not pinned (${cpus} CPU)` : 'not pinned (no taskset)'
   }
 
-  ensureNodeDeps()
-  ensureLoadgen()
+  ensureNodeDeps(['ws', 'bufferutil', 'socket.io'], log)
+  ensureLoadgen({ log, fail })
   // keep the runner itself off the server's CPU (after building, which should use every core)
   if (PIN.loadgen.length) spawnSync('taskset', ['-a', '-p', '-c', PIN.loadgen[2], String(process.pid)], { stdio: 'ignore' })
 
