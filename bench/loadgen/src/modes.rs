@@ -493,6 +493,49 @@ fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
     });
 }
 
+/// What a fan-out run measured, for the summary line and the JSON of `fanout` and `rooms`.
+struct FanReport {
+    /// `N deliveries/s (M bcast/s), delivery p50 … us p99 … us, completion …; <server>[, lost]`
+    text: String,
+    /// The measurements both modes report.
+    json: Value,
+}
+
+fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
+    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
+    let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
+    let d = st.delivery.borrow();
+    let c = st.completion.borrow();
+    let rate = deliveries as f64 / wall;
+    let text = format!(
+        "{:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}",
+        rate,
+        st.completed.get() as f64 / wall,
+        d.percentile(50.0),
+        d.percentile(99.0),
+        c.percentile(50.0),
+        c.percentile(99.0),
+        fmt_server(&w),
+        if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
+    );
+    let json = json!({
+        "deliveries": deliveries,
+        "deliveries_per_s": rate.round(),
+        "broadcasts_sent": st.sent.get(),
+        "broadcasts_completed": st.completed.get(),
+        "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
+        "ms_since_last_completion": stalled_ms,
+        "lost_broadcasts": st.lost.get(),
+        "missing_deliveries": st.missing.get(),
+        "unknown_seq": st.unknown.get(),
+        "unexpected_messages": st.other.get(),
+        "delivery_us": d.json(),
+        "completion_us": c.json(),
+        "window": w,
+    });
+    FanReport { text, json }
+}
+
 pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let n: usize = args.num("subs", 1000);
     let window: usize = args.num("window", 8usize).max(1);
@@ -512,24 +555,13 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
-    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
-    let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
-    let d = st.delivery.borrow();
-    let c = st.completion.borrow();
-    let rate = deliveries as f64 / wall;
+    let report = fan_report(&st, w, deliveries);
     let human = format!(
-        "fanout {members}/{n} subs, window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}{}",
-        rate,
-        st.completed.get() as f64 / wall,
-        d.percentile(50.0),
-        d.percentile(99.0),
-        c.percentile(50.0),
-        c.percentile(99.0),
-        fmt_server(&w),
-        if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
+        "fanout {members}/{n} subs, window {window}, {size} B: {}{}",
+        report.text,
         pub_error.as_ref().map(|e| format!(" ERROR {e}")).unwrap_or_default()
     );
-    let mut out = merge(
+    let out = merge(
         base_json(
             "fanout",
             &ctx,
@@ -540,21 +572,9 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
             "conns": st.conns.json(),
             "subscribed": members,
             "publisher_error": pub_error,
-            "deliveries": deliveries,
-            "deliveries_per_s": rate.round(),
-            "broadcasts_sent": st.sent.get(),
-            "broadcasts_completed": st.completed.get(),
-            "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
-            "ms_since_last_completion": stalled_ms,
-            "lost_broadcasts": st.lost.get(),
-            "missing_deliveries": st.missing.get(),
-            "unknown_seq": st.unknown.get(),
-            "unexpected_messages": st.other.get(),
-            "delivery_us": d.json(),
-            "completion_us": c.json(),
-            "window": w,
         }),
     );
+    let mut out = merge(out, report.json);
     if ctx.targets.len() > 1 {
         out["subscribed_per_url"] = st.subscribed_per_url_json();
     }
@@ -587,21 +607,10 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
-    let wall = w["wall_s"].as_f64().unwrap_or(1.0);
-    let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
-    let d = st.delivery.borrow();
-    let c = st.completion.borrow();
-    let rate = deliveries as f64 / wall;
+    let report = fan_report(&st, w, deliveries);
     let human = format!(
-        "rooms {nrooms} x {m} ({members}/{n} subs), {publishers} publishers x window {window}, {size} B: {:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}{}",
-        rate,
-        st.completed.get() as f64 / wall,
-        d.percentile(50.0),
-        d.percentile(99.0),
-        c.percentile(50.0),
-        c.percentile(99.0),
-        fmt_server(&w),
-        if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
+        "rooms {nrooms} x {m} ({members}/{n} subs), {publishers} publishers x window {window}, {size} B: {}{}",
+        report.text,
         pub_errors.first().map(|e| format!(" ERROR {e}")).unwrap_or_default()
     );
     let out = merge(
@@ -618,21 +627,9 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
             "rooms_without_members": st.room_members.iter().filter(|c| c.get() == 0).count(),
             "publisher_error": pub_errors.first(),
             "publisher_errors": pub_errors,
-            "deliveries": deliveries,
-            "deliveries_per_s": rate.round(),
-            "broadcasts_sent": st.sent.get(),
-            "broadcasts_completed": st.completed.get(),
-            "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
-            "ms_since_last_completion": stalled_ms,
-            "lost_broadcasts": st.lost.get(),
-            "missing_deliveries": st.missing.get(),
-            "unknown_seq": st.unknown.get(),
-            "unexpected_messages": st.other.get(),
-            "delivery_us": d.json(),
-            "completion_us": c.json(),
-            "window": w,
         }),
     );
+    let out = merge(out, report.json);
     (out, human)
 }
 
