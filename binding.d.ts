@@ -66,11 +66,10 @@ export declare class NativeServer {
   clusterQuery(callId: number, args: Array<string>): void
   /** Answered (as call `call_id`) once this node's membership so far is visible cluster-wide. */
   clusterSync(callId: number, timeoutMs: number): void
-  /**
-   * `[published, received, dropped, invalid, reconnects, subscriptions, connected]`, or null
-   * without a cluster.
-   */
-  clusterStats(): Array<number> | null
+  /** Every counter as JSON (see `ts/metrics.ts` for the shape and the Prometheus names). */
+  metrics(): string
+  /** `[received, receivedBytes, sent, sentBytes, queued, queuedBytes]` of one connection. */
+  connectionStats(id: number): Array<number> | null
   shutdown(code: number, reason: string, timeoutMs: number): void
 }
 

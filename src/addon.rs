@@ -3,6 +3,7 @@
 
 use crate::config::{ClusterConfig, Config, NamespaceConfig};
 use crate::fanout::RemoteIds;
+use crate::metrics::Target;
 use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
 use crate::upgrade::AuthVerdict;
 use crate::registry::Audience;
@@ -238,21 +239,21 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn broadcast(&self, namespace: u32, payload: String) -> u32 {
         let audience = Audience { namespace: namespace as usize, everyone: true, ..Default::default() };
-        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
+        self.server.publish(Target::Broadcast, &audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
     #[napi(catch_unwind)]
     pub fn publish_to_room(&self, namespace: u32, room: String, payload: String) -> u32 {
         let rooms = [room];
         let audience = Audience { namespace: namespace as usize, rooms: &rooms, ..Default::default() };
-        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
+        self.server.publish(Target::Room, &audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
     #[napi(catch_unwind)]
     pub fn publish_to_user(&self, namespace: u32, user: String, payload: String) -> u32 {
         let users = [user];
         let audience = Audience { namespace: namespace as usize, users: &users, ..Default::default() };
-        self.server.publish(&audience, &RemoteIds::NONE, payload.as_bytes()) as u32
+        self.server.publish(Target::User, &audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
     /// `connections`/`except`: ids of this process; `remote*`: global ids of other nodes'
@@ -281,7 +282,7 @@ impl NativeServer {
             except: &except,
         };
         let remote = RemoteIds { connections: &remote_connections, except: &remote_except };
-        self.server.publish(&audience, &remote, payload.as_bytes()) as u32
+        self.server.publish(Target::Audience, &audience, &remote, payload.as_bytes()) as u32
     }
 
     /// Ids of the members of a room (this process).
@@ -416,12 +417,49 @@ impl NativeServer {
         self.server.cluster_sync(call_id as u64, Duration::from_millis(timeout_ms.max(0.0) as u64))
     }
 
-    /// `[published, received, dropped, invalid, reconnects, subscriptions, connected]`, or null
-    /// without a cluster.
+    /// Every counter as JSON (see `ts/metrics.ts` for the shape and the Prometheus names).
     #[napi(catch_unwind)]
-    pub fn cluster_stats(&self) -> Option<Vec<f64>> {
-        self.server.cluster_stats().map(|s| {
-            vec![s.published as f64, s.received as f64, s.dropped as f64, s.invalid as f64, s.reconnects as f64, s.subscriptions as f64, f64::from(u8::from(s.connected))]
+    pub fn metrics(&self) -> String {
+        let r = self.server.metrics();
+        let s = &r.snapshot;
+        let codes = |m: &std::collections::BTreeMap<u16, u64>| m.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>();
+        let namespaces: Vec<_> = (0..r.connections.len())
+            .map(|i| {
+                let t = s.departed[i];
+                serde_json::json!({
+                    "connections": r.connections[i],
+                    "received": t.received,
+                    "rejected": s.rejected[i],
+                    "receivedBytes": t.received_bytes,
+                    "sent": t.sent,
+                    "sentBytes": t.sent_bytes,
+                    "queued": t.queued,
+                    "queuedBytes": t.queued_bytes,
+                })
+            })
+            .collect();
+        let publishes: serde_json::Map<_, _> = Target::ALL.iter().map(|t| (t.label().to_string(), serde_json::json!(s.publishes[*t as usize]))).collect();
+        let cluster = r.cluster.map(|c| {
+            serde_json::json!({ "published": c.published, "received": c.received, "dropped": c.dropped, "invalid": c.invalid, "reconnects": c.reconnects, "subscriptions": c.subscriptions, "connected": c.connected })
+        });
+        serde_json::json!({
+            "opened": s.opened,
+            "closed": codes(&s.closed),
+            "handshakesRejected": codes(&s.handshakes_rejected),
+            "backpressureCloses": s.backpressure_closes,
+            "publishes": publishes,
+            "namespaces": namespaces,
+            "inboundPendingBytes": r.inbound_pending_bytes,
+            "cluster": cluster,
+        })
+        .to_string()
+    }
+
+    /// `[received, receivedBytes, sent, sentBytes, queued, queuedBytes]` of one connection.
+    #[napi(catch_unwind)]
+    pub fn connection_stats(&self, id: f64) -> Option<Vec<f64>> {
+        self.server.traffic(id as u64).map(|t| {
+            [t.received, t.received_bytes, t.sent, t.sent_bytes, t.queued, t.queued_bytes].map(|n| n as f64).to_vec()
         })
     }
 

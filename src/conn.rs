@@ -52,6 +52,12 @@ struct Outgoing {
     /// First close cause seen (ours or the peer's); what JS is told. Boxed: only closing
     /// connections have one, and every open connection would pay for the inline space.
     report: Option<Box<CloseReport>>,
+    /// The queue overflowed and the connection was closed for it (a backpressure close).
+    overflowed: bool,
+    /// Application frames accepted for this connection (messages, then their bytes on the
+    /// wire): counted here, under the lock every send takes anyway.
+    sent: u64,
+    sent_bytes: u64,
 }
 
 impl Outgoing {
@@ -93,6 +99,22 @@ pub struct Conn {
     last_seen_ms: AtomicU64,
     /// Saturates at ~71 minutes; u32 keeps `Conn` in a smaller allocation class.
     rtt_us: AtomicU32,
+    /// Data messages received, and bytes read from the socket. Written by the one driver
+    /// thread that runs the connection (uncontended), read by metrics.
+    received: AtomicU64,
+    received_bytes: AtomicU64,
+}
+
+/// One connection's traffic so far (`conn.stats`, and the metrics' per-namespace sums).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub received: u64,
+    pub received_bytes: u64,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Frames and bytes waiting in the write queue now.
+    pub queued: u64,
+    pub queued_bytes: u64,
 }
 
 impl Conn {
@@ -113,6 +135,9 @@ impl Conn {
                 queue: WriteQueue::new(max_queued_messages, max_buffered_bytes),
                 close_queued: false,
                 report: None,
+                overflowed: false,
+                sent: 0,
+                sent_bytes: 0,
             }),
             driver,
             slot: AtomicU32::new(NO_SLOT),
@@ -126,7 +151,36 @@ impl Conn {
             ping_sent_at_us: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(unix_ms()),
             rtt_us: AtomicU32::new(0),
+            received: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Counts `n` bytes read from the socket (the driver thread that runs this connection).
+    pub(crate) fn count_read(&self, n: usize) {
+        self.received_bytes.store(self.received_bytes.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one data message received (the driver thread that runs this connection).
+    pub(crate) fn count_message(&self) {
+        self.received.store(self.received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    pub fn traffic(&self) -> Traffic {
+        let out = self.out.lock();
+        Traffic {
+            received: self.received.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+            sent: out.sent,
+            sent_bytes: out.sent_bytes,
+            queued: out.queue.len() as u64,
+            queued_bytes: out.queue.buffered_bytes() as u64,
+        }
+    }
+
+    /// The queue overflowed and closed the connection (1013).
+    pub fn overflowed(&self) -> bool {
+        self.out.lock().overflowed
     }
 
     pub fn namespace(&self) -> usize {
@@ -166,10 +220,12 @@ impl Conn {
     /// Sends an application frame. Returns false when the connection is closing (silent no-op)
     /// or the frame overflowed the queue (the connection is then closed 1013).
     pub fn send(&self, frame: &Bytes) -> bool {
-        let out = self.out.lock();
+        let mut out = self.out.lock();
         if out.close_queued {
             return false;
         }
+        out.sent += 1;
+        out.sent_bytes += frame.len() as u64;
         if out.queue.is_empty() {
             return self.write_or_queue(out, frame);
         }
@@ -180,8 +236,13 @@ impl Conn {
     /// connection on its flush list (the first corked frame since the last flush), and later call
     /// [`Conn::flush_corked`]: all frames queued meanwhile then leave in one vectored write.
     pub fn send_corked(&self, frame: &Bytes) -> bool {
-        let out = self.out.lock();
-        if out.close_queued || !self.queue_data(out, frame) {
+        let mut out = self.out.lock();
+        if out.close_queued {
+            return false;
+        }
+        out.sent += 1;
+        out.sent_bytes += frame.len() as u64;
+        if !self.queue_data(out, frame) {
             return false;
         }
         !self.corked_pending.swap(true, Ordering::AcqRel)
@@ -203,6 +264,7 @@ impl Conn {
         match out.queue.push_data(frame.clone()) {
             Push::Queued => true,
             Push::Overflow => {
+                out.overflowed = true;
                 out.queue.discard_unsent();
                 Self::queue_close(&mut out, close::TRY_AGAIN_LATER, "WebSocket backpressure overflow");
                 drop(out);

@@ -8,7 +8,8 @@
 //! - `config`: validated options.
 //! - `envelope`, `inbound`, `bridge`: splitting JSON envelopes, the global inbound bound, and the
 //!   batch handed to JS.
-//! - transport: `outbound` (write queue), `wakeups`, `conn` (state shared with publishers),
+//! - transport: `outbound` (write queue), `wakeups`, `conn` (state shared with publishers, and
+//!   its traffic counters), `metrics` (opens, closes, rejections, publishes, departed traffic),
 //!   `session` (what a run of one WebSocket does, and the `SessionContext`, `Departures` and
 //!   `InboundHook` seams), `driver` (many connections per I/O thread).
 //! - fan-out: `registry` (who is in an audience) under `fanout` (the one interface every publish
@@ -43,6 +44,7 @@ pub mod fanout;
 pub mod hooks;
 pub mod inbound;
 pub mod lifecycle;
+pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod registry;

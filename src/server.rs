@@ -9,6 +9,7 @@ use crate::conn::Conn;
 use crate::session::{Departures, InboundHook, SessionContext};
 use crate::driver;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, Metrics, Target};
 use crate::protocol::close;
 use crate::protocol::frame;
 use crate::cluster::Cluster;
@@ -47,6 +48,17 @@ impl Departures for Unregister {
     }
 }
 
+/// What [`Server::metrics`] reports.
+#[derive(Debug, Clone)]
+pub struct MetricsReport {
+    /// Counters; `departed[ns]` here holds every connection's traffic, live ones included.
+    pub snapshot: metrics::Snapshot,
+    /// Open connections per namespace.
+    pub connections: Vec<usize>,
+    pub inbound_pending_bytes: usize,
+    pub cluster: Option<crate::cluster::Stats>,
+}
+
 pub struct Server {
     config: Arc<Config>,
     /// Every publish and membership change goes through it.
@@ -55,6 +67,7 @@ pub struct Server {
     cluster: Option<Arc<Cluster>>,
     bridge: Arc<Bridge>,
     lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
     /// What every handshake task gets (the pending `authenticate` verdicts live there).
     upgrades: Arc<UpgradeContext>,
     /// Set while JS dispatches a batch: publishes only queue, and `uncork` writes each touched
@@ -100,10 +113,12 @@ impl Server {
             None => Arc::new(LocalFanOut::new(config.namespaces.len(), Vec::new())),
         };
         let lifecycle = Arc::new(Lifecycle::new(config.max_connections));
+        let metrics = Arc::new(Metrics::new(config.namespaces.len()));
         let sessions = Arc::new(SessionContext {
             config: config.clone(),
             bridge: bridge.clone(),
             departures: Arc::new(Unregister { fanout: fanout.clone(), lifecycle: lifecycle.clone() }),
+            metrics: metrics.clone(),
             hook: hook.map(|build| build(&fanout)),
         });
         let upgrades = Arc::new(UpgradeContext {
@@ -111,6 +126,7 @@ impl Server {
             fanout: fanout.clone(),
             bridge: bridge.clone(),
             lifecycle: lifecycle.clone(),
+            metrics: metrics.clone(),
             pending_auth: PendingAuth::default(),
             drivers: drivers.clone(),
         });
@@ -123,6 +139,7 @@ impl Server {
             cluster,
             bridge,
             lifecycle,
+            metrics,
             upgrades,
             runtime: Some(runtime),
             corked: AtomicBool::new(false),
@@ -170,8 +187,9 @@ impl Server {
 
     /// Encodes `payload` once as a text frame and queues it for every connection of this process
     /// in the audience (returns how many), then hands it to the other nodes of a cluster, with
-    /// the `remote` ids only they can resolve.
-    pub fn publish(&self, audience: &Audience<'_>, remote: &RemoteIds<'_>, payload: &[u8]) -> usize {
+    /// the `remote` ids only they can resolve. `target` is what the caller addressed (metrics).
+    pub fn publish(&self, target: Target, audience: &Audience<'_>, remote: &RemoteIds<'_>, payload: &[u8]) -> usize {
+        self.metrics.published(target);
         let n = self.publish_local(audience, payload);
         self.fanout.forward(audience, remote, Action::Send(payload));
         n
@@ -194,6 +212,8 @@ impl Server {
     }
 
     /// Sends a frame to one connection; false when it does not exist or is closing.
+    /// Replies and requests use it too, so publishes to one connection are counted by JS
+    /// (`conn.publish`), not here.
     pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
         let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
         let Some(conn) = self.fanout.connection(id) else { return false };
@@ -256,6 +276,32 @@ impl Server {
         }
         self.fanout.forward(audience, remote, Action::Close(code, reason));
         n
+    }
+
+    /// Every counter, with the live connections' traffic summed per namespace (what departed
+    /// connections did is in the snapshot already).
+    pub fn metrics(&self) -> MetricsReport {
+        let mut snapshot = self.metrics.snapshot();
+        let mut connections = vec![0usize; self.config.namespaces.len()];
+        for conn in self.fanout.connections() {
+            let ns = conn.namespace();
+            let t = conn.traffic();
+            if let (Some(count), Some(sum)) = (connections.get_mut(ns), snapshot.departed.get_mut(ns)) {
+                *count += 1;
+                sum.received += t.received;
+                sum.received_bytes += t.received_bytes;
+                sum.sent += t.sent;
+                sum.sent_bytes += t.sent_bytes;
+                sum.queued += t.queued;
+                sum.queued_bytes += t.queued_bytes;
+            }
+        }
+        MetricsReport { snapshot, connections, inbound_pending_bytes: self.bridge.budget().held(), cluster: self.cluster_stats() }
+    }
+
+    /// One connection's traffic so far (`conn.stats`).
+    pub fn traffic(&self, id: u64) -> Option<crate::conn::Traffic> {
+        self.fanout.connection(id).map(|c| c.traffic())
     }
 
     pub fn is_clustered(&self) -> bool {

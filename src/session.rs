@@ -13,6 +13,7 @@
 
 use crate::bridge::Bridge;
 use crate::conn::Conn;
+use crate::metrics::Metrics;
 use crate::envelope::{self, Envelope, Frame};
 use crate::protocol::close;
 use crate::protocol::frame::{self, FrameError};
@@ -41,6 +42,7 @@ pub struct SessionContext {
     pub config: Arc<Config>,
     pub bridge: Arc<Bridge>,
     pub departures: Arc<dyn Departures>,
+    pub metrics: Arc<Metrics>,
     /// Code that answers messages in Rust (bench/test scaffolding installed by the addon);
     /// applications run without one, which costs one branch per message.
     pub hook: Option<Arc<dyn InboundHook>>,
@@ -239,6 +241,7 @@ impl Session {
                     Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => {
                         conn.touch();
+                        conn.count_read(n);
                         self.ingest(conn, ctx, &mut buf[..n]);
                         Ok(())
                     }
@@ -324,6 +327,7 @@ impl Dispatch<'_> {
         if self.conn.is_closing() {
             return; // we are closing: nothing more reaches the application
         }
+        self.conn.count_message();
         let namespace = &self.ctx.config.namespaces[self.conn.namespace()];
         if namespace.raw {
             self.bridge().push_raw(self.conn.id, binary, payload.to_vec()); // charged to the budget
@@ -348,6 +352,7 @@ impl Dispatch<'_> {
                 // Answered here, the connection stays open: a request always gets a reply.
                 let message = format!("Unknown request \"{}\"", envelope.event);
                 let reply = envelope::error_reply(req_id.get(), "unknown_request", &message);
+                self.ctx.metrics.rejected(self.conn.namespace());
                 self.conn.send(&frame::encode(frame::OP_TEXT, reply.as_bytes()));
                 return;
             }
@@ -364,6 +369,7 @@ impl Dispatch<'_> {
     }
 
     fn invalid(&self, kind: Invalid) {
+        self.ctx.metrics.rejected(self.conn.namespace());
         let (code, reason, error_code) = kind.close();
         if self.ctx.config.reply_on_invalid {
             let data = serde_json::json!({ "code": error_code, "message": reason });
@@ -385,6 +391,7 @@ pub(crate) fn finish(conn: &Conn, ctx: &SessionContext, panicked: bool, abandone
     let report = conn.report();
     let (code, reason) = report.as_ref().map_or((close::ABNORMAL, ""), |r| (r.code, r.reason.as_str()));
     ctx.departures.unregister(conn.id);
+    ctx.metrics.closed(conn.namespace(), code, conn.traffic(), conn.overflowed());
     // Closing the descriptor (when the last `Arc<Conn>` goes) also removes it from the driver's
     // epoll set; shutting down now makes the peer see the end even while publishers hold it.
     let _ = socket2::SockRef::from(conn.stream()).shutdown(std::net::Shutdown::Both);

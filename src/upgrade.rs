@@ -16,6 +16,7 @@ use crate::protocol::policy;
 use crate::bridge::Bridge;
 use crate::driver::DriverHandle;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::fanout::FanOut;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub struct UpgradeContext {
     pub fanout: Arc<dyn FanOut>,
     pub bridge: Arc<Bridge>,
     pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
     pub pending_auth: PendingAuth,
     /// One connection driver per I/O thread; a connection's id picks its driver.
     pub drivers: Vec<Arc<DriverHandle>>,
@@ -114,7 +116,7 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     let upgrade = match timeout_at(deadline, read_and_check(&mut stream, peer, &ctx.config, &mut buf)).await {
         Ok(Ok(upgrade)) => upgrade,
-        Ok(Err(Some(rejection))) => return reject(stream, rejection).await,
+        Ok(Err(Some(rejection))) => return reject(&ctx, stream, rejection).await,
         Ok(Err(None)) | Err(_) => return, // EOF, or too slow (slowloris): drop without a word
     };
 
@@ -134,12 +136,12 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         match verdict {
             Ok(Ok(AuthVerdict::Accept { user })) => (user, auth_id),
             Ok(Ok(AuthVerdict::Reject { status, message })) => {
-                return reject(stream, Rejection { status, message: Some(message) }).await
+                return reject(&ctx, stream, Rejection { status, message: Some(message) }).await
             }
-            Ok(Err(_)) => return reject(stream, 503.into()).await, // server going away
+            Ok(Err(_)) => return reject(&ctx, stream, 503.into()).await, // server going away
             Err(_) => {
                 let message = Some("Authentication timed out".to_string());
-                return reject(stream, Rejection { status: 503, message }).await;
+                return reject(&ctx, stream, Rejection { status: 503, message }).await;
             }
         }
     } else {
@@ -153,7 +155,7 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
 
     if ctx.lifecycle.is_shutting_down() {
         abandon(&ctx);
-        return reject(stream, 503.into()).await;
+        return reject(&ctx, stream, 503.into()).await;
     }
     let response = handshake::switching_protocols(&upgrade.accept_key, upgrade.protocol.as_deref());
     if stream.write_all(&response).await.is_err() {
@@ -182,6 +184,7 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         config.max_inflight_messages,
     ));
     ctx.fanout.open(id, upgrade.namespace, conn.clone(), user.as_deref());
+    ctx.metrics.opened();
     // With authentication JS already holds the request head from the handshake entry.
     let head = (auth_id == 0).then_some(upgrade.head_text.as_str());
     ctx.bridge.push_open(id, upgrade.namespace, &upgrade.remote.to_string(), auth_id, head, upgrade.protocol.as_deref());
@@ -249,7 +252,8 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Upgrade
     }
 }
 
-async fn reject(mut stream: TcpStream, rejection: Rejection) {
+async fn reject(ctx: &UpgradeContext, mut stream: TcpStream, rejection: Rejection) {
+    ctx.metrics.handshake_rejected(rejection.status);
     let response = handshake::error_response(rejection.status, rejection.message.as_deref());
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;

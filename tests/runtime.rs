@@ -8,6 +8,7 @@
 
 use ferrosocket::config::{Config, NamespaceConfig};
 use ferrosocket::fanout::RemoteIds;
+use ferrosocket::metrics::Target;
 use ferrosocket::registry::Audience;
 use ferrosocket::server::Server;
 use serde_json::{json, Value};
@@ -232,7 +233,7 @@ fn a_publish_reaches_every_room_member_once_and_nobody_else() {
         assert!(h.server.join(*id, "r"));
     }
     let rooms = ["r".to_string()];
-    let reached = h.server.publish(&Audience { rooms: &rooms, ..Default::default() }, &RemoteIds::NONE, br#"{"event":"room","data":1}"#);
+    let reached = h.server.publish(Target::Room, &Audience { rooms: &rooms, ..Default::default() }, &RemoteIds::NONE, br#"{"event":"room","data":1}"#);
     assert_eq!(reached, 3);
     for (client, _) in &mut members {
         assert_eq!(client.next_text(), json!({"event": "room", "data": 1}));

@@ -42,7 +42,7 @@ import {
   type InboundRequest,
   type Queued,
 } from './state'
-import type { CloseInfo, RequestOptions } from './types'
+import type { CloseInfo, ConnectionStats, RequestOptions } from './types'
 import { parseHead, unpackHead, type KeptRequest, type ParsedRequest } from './upgrade-request'
 
 export class Connection implements ConnectionState {
@@ -148,6 +148,14 @@ export class Connection implements ConnectionState {
     return (this._state & State.CLOSING) === 0
   }
 
+  /** Traffic so far (zeros once closed: the connection is gone from Rust). */
+  get stats(): ConnectionStats {
+    const t = this._state & State.CLOSED ? null : this._ns.server._native.connectionStats(this._nid)
+    const [messagesReceived = 0, bytesReceived = 0, messagesSent = 0, bytesSent = 0, queuedMessages = 0, queuedBytes = 0] = t ?? []
+    const pendingMessages = (this._queue?.length ?? 0) + (this._x?.buffered?.length ?? 0)
+    return { messagesReceived, bytesReceived, messagesSent, bytesSent, queuedMessages, queuedBytes, pendingMessages }
+  }
+
   /** Last heartbeat round-trip in milliseconds (undefined before the first pong). */
   get rtt(): number | undefined {
     const ms = this._state & State.CLOSED ? null : this._ns.server._native.rtt(this._nid)
@@ -199,6 +207,7 @@ export class Connection implements ConnectionState {
   publish(event: string, data: unknown): boolean {
     const ns = this._ns
     const payload = serialise(ns.contract, event, data)
+    ns.server._metrics.connectionPublishes++
     return (this._state & State.CLOSED) === 0 && ns.server._native.send(this._nid, payload)
   }
 

@@ -96,11 +96,15 @@ export function pump(conn: ConnectionState, first?: Queued): void {
       continue
     }
     let pending
+    const timer = conn._ns.server._metrics.handlers
+    const start = timer === null ? 0 : performance.now()
     try {
       pending = conn._run(handler, message)
     } catch (error) {
       conn._failed(error, message)
       continue
+    } finally {
+      if (timer !== null) timer.track(conn._ns.raw ? '(raw)' : (message.event as string), start, pending)
     }
     if (isPromiseLike(pending)) {
       resumeAfter(conn, pending, message)

@@ -28,6 +28,7 @@ export function runMessage(conn: ConnectionState, handler: InboundHandler, messa
 
 function invalidData(conn: ConnectionState, message: QueuedMessage, issues: ReadonlyArray<StandardSchemaIssue>): void {
   const server = conn._ns.server
+  server._metrics.rejected[conn._ns.index]++
   if (server._replyOnInvalid) {
     const error = { code: 'invalid_data', message: Reason.INVALID_DATA, event: message.event, issues: serialisableIssues(issues) }
     server._native.send(conn._nid, encodeEvent('error', error))

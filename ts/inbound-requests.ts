@@ -84,6 +84,7 @@ export function runRequest(conn: ConnectionState, handler: RequestFn, request: I
     const result = spec.input['~standard'].validate(request.data)
     const proceed = (r: StandardSchemaResult<unknown>): unknown => {
       if (!r.issues) return callHandler(conn, handler, request, spec, r.value)
+      conn._ns.server._metrics.rejected[conn._ns.index]++
       const body = { code: RequestErrorCode.INVALID_INPUT, message: `Invalid input for request "${request.event}": ${describeIssues(r.issues)}`, issues: serialisableIssues(r.issues) }
       finishRequest(conn, request, encodeErrorReply(request.rawId, body))
       return undefined

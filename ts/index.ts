@@ -8,6 +8,7 @@ export type * from './types'
 export { CloseCode } from './protocol/close-codes'
 export { defineContract } from './protocol/contract'
 export { RequestError, RequestErrorCode } from './protocol/request-error'
+export { METRICS_CONTENT_TYPE } from './metrics'
 
 export function createServer<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined>(
   options?: ServerOptions<C, NS, D>,

@@ -4,6 +4,7 @@
 
 import type { InboundAcks } from './acks'
 import type { Conn, HandlerKey, InboundHandler, RequestFn } from './handler-store'
+import type { JsMetrics } from './metrics'
 import type { NativeServer } from './native'
 import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
 
@@ -17,6 +18,8 @@ export interface ConnectionHost {
   readonly _epoch: number
   readonly _native: NativeServer
   readonly _stats: { unknownReplies: number; droppedMessages: number }
+  /** What JS counts for metrics (schema rejections, `conn.publish`, handler durations). */
+  readonly _metrics: JsMetrics
   readonly _maxBufferedMessages: number
   readonly _maxInflightMessages: number
   readonly _requestTimeoutMs: number

@@ -50,6 +50,15 @@ export function nodeIdOption(value: unknown): string {
   return value
 }
 
+/** `metrics: { handlerDuration }`: whether handlers are timed. */
+export function metricsOption(value: unknown): boolean {
+  if (value === undefined) return false
+  if (value === null || typeof value !== 'object') throw new TypeError('option metrics must be an object')
+  const timed = (value as { handlerDuration?: unknown }).handlerDuration
+  if (timed !== undefined && typeof timed !== 'boolean') throw new TypeError('option metrics.handlerDuration must be a boolean')
+  return timed === true
+}
+
 /** `onInvalidMessage`: `'close'` (default) or `'reply'`. */
 export function checkOnInvalidMessage(value: unknown): void {
   if (value !== undefined && value !== 'close' && value !== 'reply') {

@@ -18,11 +18,12 @@ import {
 import { authenticateUpgrade, takeAccepted, type Accepted, type HandshakeHost } from './handshake'
 import { DEFAULT_NAMESPACE, createNamespaces, type ConnectionHost, type Namespace } from './namespace'
 import { binding, type NativeServer } from './native'
-import { checkOnInvalidMessage, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
+import { checkOnInvalidMessage, metricsOption, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
 import { BusLink, checkBus, type BusHost } from './cluster'
 import { ClusterPresence } from './cluster-presence'
+import { JsMetrics, exposition, trafficStats, type NativeMetrics } from './metrics'
 import { LocalPresence, type PresenceHost } from './presence'
 import { globalAudience, localIds, remoteIds, serialise } from './publish'
 import { isPromiseLike } from './state'
@@ -72,6 +73,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _closeTimeoutMs: number
   readonly _exposeErrors: boolean
   readonly _stats: { unknownReplies: number; droppedMessages: number; busPublishErrors: number; busReceived: number }
+  readonly _metrics: JsMetrics
   readonly _replyOnInvalid: boolean
   readonly _onError: (error: unknown, conn: Conn | undefined) => void
   _port: number | undefined
@@ -107,6 +109,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._closeTimeoutMs = positive('closeTimeoutMs', options.closeTimeoutMs, 5000)
     this._exposeErrors = options.exposeErrors === true
     this._stats = { unknownReplies: 0, droppedMessages: 0, busPublishErrors: 0, busReceived: 0 }
+    this._metrics = new JsMetrics(this._namespaces.length, metricsOption(options.metrics))
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._port = undefined
@@ -151,21 +154,38 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
    * (`maxPendingBytes`) currently counts.
    */
   get stats(): ServerStats {
+    const native = this._nativeMetrics()
+    const { total, namespaces } = trafficStats(native, this._metrics, this._namespaces.map((ns) => ns.name))
     return {
+      ...total,
+      namespaces,
+      connectionsOpened: native.opened,
+      connectionsClosed: native.closed,
+      handshakesRejected: native.handshakesRejected,
+      publishes: { ...native.publishes, connection: this._metrics.connectionPublishes },
+      backpressureCloses: native.backpressureCloses,
       unknownReplies: this._stats.unknownReplies,
       droppedMessages: this._stats.droppedMessages,
-      inboundPendingBytes: this._native.inboundPendingBytes(),
+      inboundPendingBytes: native.inboundPendingBytes,
       busPublishErrors: this._stats.busPublishErrors,
-      ...this._redisStats(),
+      ...this._redisStats(native.cluster),
     }
   }
 
+  /** Prometheus text of every counter; see README "Metrics". */
+  async metrics(): Promise<string> {
+    const bus = this._bus === undefined ? null : { received: this._stats.busReceived, publishErrors: this._stats.busPublishErrors }
+    return exposition(this._nativeMetrics(), this._metrics, this._namespaces.map((ns) => ns.name), bus)
+  }
+
+  _nativeMetrics(): NativeMetrics {
+    return JSON.parse(this._native.metrics()) as NativeMetrics
+  }
+
   /** The Rust cluster link's counters (zeros without `cluster.redis`). */
-  _redisStats(): Pick<ServerStats, 'busReceived' | 'busPublished' | 'busDropped' | 'busSubscriptions' | 'redisConnected' | 'redisReconnects'> {
-    const s = this._native.clusterStats()
-    if (s == null) return { busReceived: this._stats.busReceived, busPublished: 0, busDropped: 0, busSubscriptions: 0, redisConnected: false, redisReconnects: 0 }
-    const [published = 0, received = 0, dropped = 0, , reconnects = 0, subscriptions = 0, connected = 0] = s
-    return { busReceived: received, busPublished: published, busDropped: dropped, busSubscriptions: subscriptions, redisConnected: connected === 1, redisReconnects: reconnects }
+  _redisStats(c: NativeMetrics['cluster']): Pick<ServerStats, 'busReceived' | 'busPublished' | 'busDropped' | 'busSubscriptions' | 'redisConnected' | 'redisReconnects'> {
+    if (c === null) return { busReceived: this._stats.busReceived, busPublished: 0, busDropped: 0, busSubscriptions: 0, redisConnected: false, redisReconnects: 0 }
+    return { busReceived: c.received, busPublished: c.published, busDropped: c.dropped, busSubscriptions: c.subscriptions, redisConnected: c.connected, redisReconnects: c.reconnects }
   }
 
   async listen(): Promise<void> {

@@ -145,6 +145,8 @@ export interface ServerOptions<
   nodeId?: string
   /** Several nodes: `{ bus }`, a bus the application provides (see README "Running several nodes"). */
   cluster?: ClusterOptions
+  /** Metrics options (`server.metrics()` always works; see README "Metrics"). */
+  metrics?: MetricsOptions
   /** Ping interval; a connection with no pong (or any frame) by the next ping closes 1001. `0` disables. Default `{ intervalMs: 30000 }`. */
   heartbeat?: { intervalMs?: number }
   /** Per-connection outbound queue bound; overflow closes the connection 1013. Default `{ maxQueuedMessages: 1000, maxBufferedBytes: 1048576 }`. */
@@ -199,7 +201,38 @@ export interface ServerOptions<
   exposeErrors?: boolean
 }
 
-export interface ServerStats {
+/** Traffic counters of a namespace, or of the whole server. */
+export interface TrafficStats {
+  /** Open connections. */
+  connections: number
+  /** Data messages received (requests and replies included). */
+  messagesReceived: number
+  /** Of those, refused: not JSON, not an envelope, an event or request not in the contract, or data its schema refused. */
+  messagesRejected: number
+  /** Messages queued for sending (each delivery of a publish, replies, requests). */
+  messagesSent: number
+  /** Bytes read from the sockets. */
+  bytesReceived: number
+  /** Bytes of the frames queued for sending. */
+  bytesSent: number
+  /** Messages and bytes waiting in outbound queues now. */
+  queuedMessages: number
+  queuedBytes: number
+}
+
+export interface ServerStats extends TrafficStats {
+  /** The same counters per namespace name. */
+  namespaces: Record<string, TrafficStats>
+  /** Connections opened (upgrades completed). */
+  connectionsOpened: number
+  /** Connections closed, by close code (1006: ended without a close handshake). */
+  connectionsClosed: Record<string, number>
+  /** Upgrades refused, by HTTP status. */
+  handshakesRejected: Record<string, number>
+  /** Publish calls by what they addressed. */
+  publishes: Record<'connection' | 'room' | 'user' | 'audience' | 'broadcast', number>
+  /** Connections closed 1013 because their outbound queue overflowed. */
+  backpressureCloses: number
   /** Replies from clients whose id matched no pending `conn.request` (unknown ids and late replies after a timeout). */
   unknownReplies: number
   /** Messages and requests received but never handled: buffered without a handler and pushed out (`maxBufferedMessages`) or still buffered at close, queued when the connection ended without a close handshake, or queued behind a handler that failed. */
@@ -220,6 +253,25 @@ export interface ServerStats {
   redisConnected: boolean
   /** With `cluster.redis`: times the connection to Redis was lost and made again. */
   redisReconnects: number
+}
+
+/** One connection's traffic (`conn.stats`, a snapshot). */
+export interface ConnectionStats {
+  messagesReceived: number
+  bytesReceived: number
+  messagesSent: number
+  bytesSent: number
+  /** Frames and bytes waiting in its outbound queue. */
+  queuedMessages: number
+  queuedBytes: number
+  /** Its messages received and not yet handled (queued behind a handler, or buffered without one). */
+  pendingMessages: number
+}
+
+/** `metrics` option. */
+export interface MetricsOptions {
+  /** Time every message and request handler into `ferrosocket_handler_duration_seconds` (two clock reads per message). Default `false`. */
+  handlerDuration?: boolean
 }
 
 export interface ShutdownOptions {
@@ -409,6 +461,8 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   readonly isOpen: boolean
   /** Last heartbeat round-trip in milliseconds (`undefined` before the first pong). */
   readonly rtt: number | undefined
+  /** Messages and bytes in and out so far, queued output, unhandled input (a snapshot; zeros once closed). */
+  readonly stats: ConnectionStats
 
   /** Handle `event`. Messages run one at a time per connection, in arrival order; async handlers are awaited. */
   onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this
@@ -449,8 +503,10 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   readonly nodeId: string
   /** Number of open connections. */
   readonly connectionCount: number
-  /** Counters (a snapshot). */
+  /** Counters (a snapshot; walks every connection to sum their traffic). */
   readonly stats: ServerStats
+  /** Every counter in the Prometheus text format (`METRICS_CONTENT_TYPE`), for a `/metrics` endpoint. */
+  metrics(): Promise<string>
   /** Who is connected: room members, a user's connections, counts (this process without a cluster). */
   readonly presence: Presence<'/' | (keyof NS & string)>
   /**
