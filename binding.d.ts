@@ -110,6 +110,8 @@ export interface ServerOptions {
   panicOnEvent?: string
   referenceHandlers?: boolean
   nodeId?: string
+  /** Report refused upgrades and messages refused in Rust (telemetry at `warn` or below). */
+  reportRejections?: boolean
   /** `cluster.redis` as a URL; absent = one process. */
   clusterRedisUrl?: string
   clusterPrefix?: string

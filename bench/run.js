@@ -48,7 +48,8 @@ const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferros
   --no-pin        do not pin with taskset
 Peers: ws (+bufferutil) and socketio from bench/node_modules (installed on first run), ferrosocket
 from the repository root (needs the addon built: npm run build), uws when $UWS_DIR points to a
-/work/shared/peers/get-uws.sh install.`
+/work/shared/peers/get-uws.sh install. Only when named: ferrosocket-telemetry (telemetry on at info, a
+no-op sink) and ferrosocket-scraped (the same, plus server.metrics() every second).`
 
 function parseArgs(argv) {
   const o = { quick: false, pin: true, out: path.join(BENCH, 'results') }
@@ -162,6 +163,21 @@ const PEERS = {
     path: '/ws',
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
   },
+  // Observability cost: telemetry on at info with a no-op sink, and metrics scraped every second.
+  'ferrosocket-telemetry': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_TELEMETRY: 'info' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
+  'ferrosocket-scraped': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_TELEMETRY: 'info', FERROSOCKET_SCRAPE_MS: '1000' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
   'ferrosocket-conn': {
     script: 'ferrosocket-conn.js',
     proto: 'plain',
@@ -195,7 +211,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
 function peerVersion(name) {
   const read = (p) => {
@@ -244,7 +260,7 @@ function startServer(name) {
   const cmd = ['bash', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'bench-peer', ...PIN.server, node, script]
   const child = spawn(cmd[0], cmd.slice(1), {
     cwd: BENCH,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...peer.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let err = ''
@@ -629,7 +645,8 @@ async function main() {
 
   const all = workloads(opts)
   const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all
-  const wanted = opts.peers || PEER_ORDER
+  // The observability variants run only when named (--peers): they answer a question about one change.
+  const wanted = opts.peers || PEER_ORDER.filter((p) => !PEERS[p].env)
   for (const p of wanted) if (!PEERS[p]) fail(`unknown peer ${p} (known: ${PEER_ORDER.join(', ')})`)
   const peers = []
   const skipped = {}

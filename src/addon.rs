@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub panic_on_event: Option<String>,
     pub reference_handlers: Option<bool>,
     pub node_id: Option<String>,
+    /// Report refused upgrades and messages refused in Rust (telemetry at `warn` or below).
+    pub report_rejections: Option<bool>,
     /// `cluster.redis` as a URL; absent = one process.
     pub cluster_redis_url: Option<String>,
     pub cluster_prefix: Option<String>,
@@ -141,6 +143,7 @@ fn to_config(o: ServerOptions) -> Result<Config> {
         require_protocol: o.require_protocol.unwrap_or(false),
         authenticate: o.authenticate.unwrap_or(false),
         node_id: o.node_id.unwrap_or(d.node_id),
+        report_rejections: o.report_rejections.unwrap_or(false),
         cluster: o.cluster_redis_url.map(|url| ClusterConfig {
             url,
             prefix: o.cluster_prefix.unwrap_or_else(|| "ferrosocket".into()),

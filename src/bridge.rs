@@ -26,6 +26,9 @@
 //!   JSON, i.e. the parsed string or number; `error` the client's error object or null)
 //! - `[9, callId, answer|null, "error"|null]`  a cluster call finished (`answer`: the presence
 //!   script's JSON, verbatim)
+//! - `[10, 0, status, "reason", "remoteAddress"]`  an upgrade was refused (only with
+//!   `report_rejections`: telemetry listens)
+//! - `[10, 1, id, code, "reason"]`  a message was refused in Rust (likewise)
 //!
 //! Messages, requests and replies all count as in flight for inbound flow control until JS
 //! acknowledges them, and `size` (what the entry was charged to the [`InboundBudget`]) stays
@@ -47,6 +50,7 @@ pub const KIND_ABANDONED: u8 = 6;
 pub const KIND_REQUEST: u8 = 7; // `push_message` writes KIND_MESSAGE and KIND_REQUEST as literals
 pub const KIND_REPLY: u8 = 8;
 pub const KIND_CLUSTER: u8 = 9;
+pub const KIND_REJECTED: u8 = 10;
 
 #[derive(Default)]
 struct Batch {
@@ -222,6 +226,27 @@ impl Bridge {
                     b.json.push(']');
                 }
             }
+        });
+    }
+
+    /// An upgrade refused with HTTP `status` (`reason`: the body, or the status's text).
+    pub fn push_handshake_rejected(&self, status: u16, reason: &str, remote: &str) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_REJECTED},0,{status},");
+            push_json_str(&mut b.json, reason);
+            b.json.push(',');
+            push_json_str(&mut b.json, remote);
+            b.json.push(']');
+        });
+    }
+
+    /// A message of connection `id` refused in Rust: closed with `code` (or answered, with
+    /// `onInvalidMessage: 'reply'`) for `reason`.
+    pub fn push_message_rejected(&self, id: u64, code: u16, reason: &str) {
+        self.push(|b| {
+            let _ = write!(b.json, "[{KIND_REJECTED},1,{id},{code},");
+            push_json_str(&mut b.json, reason);
+            b.json.push(']');
         });
     }
 

@@ -50,6 +50,8 @@ pub struct Config {
     pub authenticate: bool,
     /// Names this process in global connection ids (`"{node_id}:{n}"`).
     pub node_id: String,
+    /// Tell JS about refused upgrades and messages refused in Rust (telemetry listens).
+    pub report_rejections: bool,
     /// Several nodes over Redis; `None` = this process alone.
     pub cluster: Option<ClusterConfig>,
 }
@@ -103,6 +105,7 @@ impl Default for Config {
             require_protocol: false,
             authenticate: false,
             node_id: "node".into(),
+            report_rejections: false,
             cluster: None,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }

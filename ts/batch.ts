@@ -7,6 +7,7 @@ import type { InboundAcks } from './acks'
 import type { Connection } from './connection'
 import type { NativeServer } from './native'
 import type { EnvelopeMeta } from './protocol/envelope'
+import { parseTraceparent, type Telemetry } from './telemetry'
 
 export const KIND_OPEN = 0
 export const KIND_MESSAGE = 1
@@ -18,6 +19,7 @@ export const KIND_ABANDONED = 6
 export const KIND_REQUEST = 7
 export const KIND_REPLY = 8
 export const KIND_CLUSTER = 9
+export const KIND_REJECTED = 10
 
 // The entry shapes of src/bridge.rs (first element the kind, `id` the connection's native id).
 // Messages, requests, replies and raw messages end with their `size`: what Rust's inbound budget
@@ -39,7 +41,11 @@ export type RequestEntry = [kind: typeof KIND_REQUEST, id: number, event: string
 export type ReplyEntry = [kind: typeof KIND_REPLY, id: number, replyId: unknown, data: unknown, error: unknown, size: number]
 /** A cluster call (presence query or sync) finished: its JSON answer, or an error message. */
 export type ClusterEntry = [kind: typeof KIND_CLUSTER, callId: number, answer: unknown, error: string | null]
-export type Entry = OpenEntry | MessageEntry | CloseEntry | ShutdownEntry | RawEntry | HandshakeEntry | AbandonedEntry | RequestEntry | ReplyEntry | ClusterEntry
+/** Refused in Rust (only reported when telemetry listens at warn): an upgrade (`0`) or a message (`1`). */
+export type RejectedEntry =
+  | [kind: typeof KIND_REJECTED, what: 0, status: number, reason: string, remoteAddress: string]
+  | [kind: typeof KIND_REJECTED, what: 1, id: number, code: number, reason: string]
+export type Entry = OpenEntry | MessageEntry | CloseEntry | ShutdownEntry | RawEntry | HandshakeEntry | AbandonedEntry | RequestEntry | ReplyEntry | ClusterEntry | RejectedEntry
 
 /** What the batch dispatch needs of the server (the server implements it). */
 export interface BatchHost {
@@ -53,6 +59,9 @@ export interface BatchHost {
   _abandonHandshake(authId: number): void
   _finishShutdown(): void
   _clusterAnswer(callId: number, answer: unknown, error: string | null): void
+  _rejected(entry: RejectedEntry): void
+  /** Telemetry, or null: `ws.message.received` is emitted here, at arrival. */
+  readonly _telemetry: Telemetry | null
 }
 
 /** One wake-up from Rust: decodes the batch and dispatches it corked. */
@@ -82,12 +91,14 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
         // A message for no known connection is dropped at once (its size released).
         case KIND_MESSAGE: {
           const conn = host._connections.get(entry[1])
+          if (host._telemetry !== null && host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[5], false)
           if (conn) conn._receive(entry[2], entry[3], entry[4], entry[5])
           else host._acks.release(entry[5])
           break
         }
         case KIND_REQUEST: {
           const conn = host._connections.get(entry[1])
+          if (host._telemetry !== null && host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[6], true)
           if (conn) conn._receiveRequest(entry[2], entry[3], entry[4], entry[5], entry[6])
           else host._acks.release(entry[6])
           break
@@ -124,9 +135,20 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
         case KIND_CLUSTER:
           host._clusterAnswer(entry[1], entry[2], entry[3])
           break
+        case KIND_REJECTED:
+          host._rejected(entry)
+          break
       }
     } catch (error) {
       host._reportError(error)
     }
   }
+}
+
+/** `ws.message.received` (debug): one event per message or request as it arrives. */
+function received(tel: Telemetry, conn: Connection, event: string, data: unknown, meta: EnvelopeMeta | null, size: number, request: boolean): void {
+  // Parsed quietly: an invalid one is reported once, when the handler's ctx.trace reads it.
+  const parsed = meta == null ? null : parseTraceparent(meta.traceparent)
+  const trace = parsed === null || parsed === 'invalid' ? undefined : parsed
+  tel.emit('ws.message.received', conn, { event, size, request, payload: tel.previewOf(data) }, trace)
 }

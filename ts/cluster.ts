@@ -17,6 +17,7 @@ export interface BusHost {
   /** Delivers a message from another node to this node's connections; returns how many. */
   _deliverRemote(message: BusMessage): number
   _reportError(error: unknown): void
+  _event(name: 'ws.publish.failed', conn: undefined, detail: Record<string, unknown>): void
   readonly _stats: { busPublishErrors: number; busReceived: number }
 }
 
@@ -55,6 +56,7 @@ export class BusLink {
 
   private failed(error: unknown): void {
     this.host._stats.busPublishErrors++
+    this.host._event('ws.publish.failed', undefined, { reason: 'cluster bus', error: error instanceof Error ? error.message : String(error) })
     this.host._reportError(error)
   }
 

@@ -42,7 +42,8 @@ import {
   type InboundRequest,
   type Queued,
 } from './state'
-import type { CloseInfo, ConnectionStats, RequestOptions } from './types'
+import { traceOf, type Telemetry } from './telemetry'
+import type { CloseInfo, ConnectionStats, RequestOptions, TraceContext } from './types'
 import { parseHead, unpackHead, type KeptRequest, type ParsedRequest } from './upgrade-request'
 
 export class Connection implements ConnectionState {
@@ -156,6 +157,13 @@ export class Connection implements ConnectionState {
     return { messagesReceived, bytesReceived, messagesSent, bytesSent, queuedMessages, queuedBytes, pendingMessages }
   }
 
+  /** The upgrade request's `traceparent` header, parsed (a new span id for the connection). */
+  get trace(): TraceContext | undefined {
+    const x = more(this)
+    if (x.trace === undefined) x.trace = traceOf(this._ns.server._telemetry, this, { traceparent: this.headers.traceparent }) ?? null
+    return x.trace ?? undefined
+  }
+
   /** Last heartbeat round-trip in milliseconds (undefined before the first pong). */
   get rtt(): number | undefined {
     const ms = this._state & State.CLOSED ? null : this._ns.server._native.rtt(this._nid)
@@ -206,9 +214,13 @@ export class Connection implements ConnectionState {
   /** Sends one event; true when it was queued (false once the connection is closing). */
   publish(event: string, data: unknown): boolean {
     const ns = this._ns
-    const payload = serialise(ns.contract, event, data)
-    ns.server._metrics.connectionPublishes++
-    return (this._state & State.CLOSED) === 0 && ns.server._native.send(this._nid, payload)
+    const server = ns.server
+    const tel = server._telemetry
+    const payload = tel === null ? serialise(ns.contract, event, data) : publishChecked(tel, this, event, data)
+    server._metrics.connectionPublishes++
+    const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
+    if (tel !== null) publishedTo(tel, this, event, data, sent)
+    return sent
   }
 
   /** Raw-mode send: a string goes as a text frame, a Buffer/Uint8Array as a binary frame. True when queued. */
@@ -366,5 +378,26 @@ export class Connection implements ConnectionState {
     } catch (error) {
       this._ns.server._reportError(error, this)
     }
+  }
+}
+
+/** `conn.publish` with telemetry: validates and serialises, reporting `ws.publish.queued` or `.rejected`. */
+function publishChecked(tel: Telemetry, conn: Connection, event: string, data: unknown): string {
+  try {
+    const payload = serialise(conn._ns.contract, event, data)
+    if (tel.debug) tel.emit('ws.publish.queued', conn, { target: 'connection', event, bytes: payload.length, payload: tel.previewOf(data) })
+    return payload
+  } catch (error) {
+    if (tel.warn) tel.emit('ws.publish.rejected', conn, { target: 'connection', event, error: error instanceof Error ? error.message : String(error) })
+    throw error
+  }
+}
+
+/** `ws.publish.sent` (debug), or `ws.publish.dropped` (warn) when the connection is closing or its queue overflowed. */
+function publishedTo(tel: Telemetry, conn: Connection, event: string, data: unknown, sent: boolean): void {
+  if (sent) {
+    if (tel.debug) tel.emit('ws.publish.sent', conn, { target: 'connection', event, delivered: 1, payload: tel.previewOf(data) })
+  } else if (tel.warn) {
+    tel.emit('ws.publish.dropped', conn, { target: 'connection', event, reason: conn.isOpen ? 'queue overflow' : 'connection closing' })
   }
 }

@@ -18,6 +18,7 @@
 
 import { RAW, storeGet, type Handler, type HandlerKey, type InboundHandler } from './handler-store'
 import {
+  REJECTED,
   State,
   isPromiseLike,
   more,
@@ -35,7 +36,20 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
   // connections that ever had a backlog (async handlers, or messages arriving from a handler).
   if ((conn._state & State.RUNNING) === 0) pump(conn, message)
   else if (conn._queue === null) conn._queue = [message]
-  else conn._queue.push(message)
+  else {
+    conn._queue.push(message)
+    // At maxInflightMessages unhandled messages Rust stops reading this socket.
+    const tel = conn._ns.server._telemetry
+    if (tel !== null && tel.info && conn._queue.length === conn._ns.server._maxInflightMessages) {
+      tel.emit('ws.backpressure.delayed', conn, { queued: conn._queue.length, limit: conn._ns.server._maxInflightMessages })
+    }
+  }
+}
+
+/** `ws.message.dispatched` (debug): a handler finished with a message. */
+function dispatched(conn: ConnectionState, message: Queued): void {
+  const tel = conn._ns.server._telemetry
+  if (tel !== null && tel.debug) tel.emit('ws.message.dispatched', conn, { event: message.event, request: message.request })
 }
 
 /** Counts one handled message towards the next acknowledgement to Rust. */
@@ -111,6 +125,7 @@ export function pump(conn: ConnectionState, first?: Queued): void {
       return
     }
     settle(conn, message)
+    if (pending !== REJECTED) dispatched(conn, message)
   }
   conn._state &= ~State.RUNNING
 }
@@ -137,7 +152,10 @@ function resumeAfter(conn: ConnectionState, pending: PromiseLike<unknown>, messa
   conn._running = message
   pending
     .then(
-      () => settle(conn, message),
+      (result) => {
+        settle(conn, message)
+        if (result !== REJECTED) dispatched(conn, message)
+      },
       (error) => conn._failed(error, message),
     )
     .then(() => {
@@ -210,8 +228,11 @@ function buffer(conn: ConnectionState, message: Queued): void {
   acknowledge(conn, message)
   const buffered = (more(conn).buffered ??= [])
   buffered.push(message)
+  const tel = conn._ns.server._telemetry
+  if (tel !== null && tel.debug) tel.emit('ws.message.buffered', conn, { event: message.event, request: message.request, buffered: buffered.length })
   if (buffered.length > conn._ns.server._maxBufferedMessages) {
     const dropped = buffered.shift() as Queued
+    if (tel !== null && tel.warn) tel.emit('ws.message.buffer.dropped', conn, { event: dropped.event, request: dropped.request, limit: conn._ns.server._maxBufferedMessages })
     if (dropped.request) conn._refuse(dropped)
     drop(conn, dropped)
   }

@@ -16,8 +16,9 @@ import {
   errorBody,
   isPublicError,
 } from './protocol/request-error'
-import { State, more, type ConnectionState, type Extra, type InboundRequest } from './state'
-import type { RequestContext as PublicRequestContext, RequestSchema, StandardSchemaResult } from './types'
+import { REJECTED, State, more, type ConnectionState, type Extra, type InboundRequest } from './state'
+import { traceOf, type Telemetry } from './telemetry'
+import type { RequestContext as PublicRequestContext, RequestSchema, StandardSchemaResult, TraceContext } from './types'
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function'
@@ -25,10 +26,12 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
 /** What a request handler receives as its second argument. */
 class RequestContext implements PublicRequestContext<Conn> {
   private readonly _request: InboundRequest
+  private readonly _telemetry: Telemetry | null
   readonly conn: Conn
 
-  constructor(request: InboundRequest, conn: Conn) {
+  constructor(request: InboundRequest, conn: ConnectionState) {
     this._request = request
+    this._telemetry = conn._ns.server._telemetry
     this.conn = conn
   }
 
@@ -39,6 +42,17 @@ class RequestContext implements PublicRequestContext<Conn> {
   /** `meta` of the envelope (trace context), if the client sent one. */
   get meta(): EnvelopeMeta | undefined {
     return this._request.meta ?? undefined
+  }
+
+  private _trace: TraceContext | undefined | null = null
+
+  /** The parsed `meta.traceparent` (a new span id for this run); undefined without a valid one. */
+  get trace(): TraceContext | undefined {
+    if (this._trace === null) {
+      const meta = this._request.meta
+      this._trace = meta == null ? undefined : traceOf(this._telemetry, this.conn, meta)
+    }
+    return this._trace
   }
 
   /** The request id as the client sent it (string or number). */
@@ -85,9 +99,11 @@ export function runRequest(conn: ConnectionState, handler: RequestFn, request: I
     const proceed = (r: StandardSchemaResult<unknown>): unknown => {
       if (!r.issues) return callHandler(conn, handler, request, spec, r.value)
       conn._ns.server._metrics.rejected[conn._ns.index]++
+      const tel = conn._ns.server._telemetry
+      if (tel !== null && tel.warn) tel.emit('ws.message.rejected', conn, { event: request.event, request: true, reason: 'invalid_input', issues: serialisableIssues(r.issues) })
       const body = { code: RequestErrorCode.INVALID_INPUT, message: `Invalid input for request "${request.event}": ${describeIssues(r.issues)}`, issues: serialisableIssues(r.issues) }
       finishRequest(conn, request, encodeErrorReply(request.rawId, body))
-      return undefined
+      return REJECTED
     }
     if (isPending(result)) return result.then(proceed, (e) => requestFailed(conn, request, e))
     return proceed(result)
@@ -146,6 +162,8 @@ function replyData(conn: ConnectionState, request: InboundRequest, value: unknow
 /** A handler threw, rejected or produced invalid output. Bugs go to onError, even late ones. */
 export function requestFailed(conn: ConnectionState, request: InboundRequest, error: unknown): void {
   if (!isPublicError(error)) conn._ns.server._reportError(error, conn)
+  const tel = conn._ns.server._telemetry
+  if (tel !== null) tel.emit(isPublicError(error) ? 'ws.message.dispatched' : 'ws.message.failed', conn, { event: request.event, request: true, error: error instanceof Error ? error.message : String(error) })
   if (request.done) return
   let reply
   try {

@@ -5,6 +5,7 @@
 import type { InboundAcks } from './acks'
 import type { Conn, HandlerKey, InboundHandler, RequestFn } from './handler-store'
 import type { JsMetrics } from './metrics'
+import type { Telemetry } from './telemetry'
 import type { NativeServer } from './native'
 import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
 
@@ -20,6 +21,8 @@ export interface ConnectionHost {
   readonly _stats: { unknownReplies: number; droppedMessages: number }
   /** What JS counts for metrics (schema rejections, `conn.publish`, handler durations). */
   readonly _metrics: JsMetrics
+  /** Telemetry events, or null when nobody listens (check `.debug`/`.info`/`.warn` before building one). */
+  readonly _telemetry: Telemetry | null
   readonly _maxBufferedMessages: number
   readonly _maxInflightMessages: number
   readonly _requestTimeoutMs: number

@@ -4,7 +4,7 @@
 // handshake.ts; each connection's dispatch lives in the connection modules.
 
 import { InboundAcks } from './acks'
-import { onBatch, type BatchHost, type OpenEntry } from './batch'
+import { onBatch, type BatchHost, type OpenEntry, type RejectedEntry } from './batch'
 import { Connection } from './connection'
 import {
   RAW,
@@ -24,6 +24,7 @@ import { hasEvent } from './protocol/contract'
 import { BusLink, checkBus, type BusHost } from './cluster'
 import { ClusterPresence } from './cluster-presence'
 import { JsMetrics, exposition, trafficStats, type NativeMetrics } from './metrics'
+import { EVENT_LEVELS, Telemetry, type EventName } from './telemetry'
 import { LocalPresence, type PresenceHost } from './presence'
 import { globalAudience, localIds, remoteIds, serialise } from './publish'
 import { isPromiseLike } from './state'
@@ -35,6 +36,7 @@ import type {
   Server as PublicServer,
   ServerStats,
   ShutdownOptions,
+  TelemetryLevel,
   UntypedContract,
   UpgradeIncomingMessage,
   UpgradeRequest,
@@ -74,6 +76,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _exposeErrors: boolean
   readonly _stats: { unknownReplies: number; droppedMessages: number; busPublishErrors: number; busReceived: number }
   readonly _metrics: JsMetrics
+  readonly _telemetry: Telemetry | null
   readonly _replyOnInvalid: boolean
   readonly _onError: (error: unknown, conn: Conn | undefined) => void
   _port: number | undefined
@@ -110,6 +113,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._exposeErrors = options.exposeErrors === true
     this._stats = { unknownReplies: 0, droppedMessages: 0, busPublishErrors: 0, busReceived: 0 }
     this._metrics = new JsMetrics(this._namespaces.length, metricsOption(options.metrics))
+    this._telemetry = options.telemetry === undefined ? null : new Telemetry(options.telemetry, this._nodeId)
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._port = undefined
@@ -125,6 +129,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     }
     checkOnInvalidMessage(options.onInvalidMessage)
     const native = nativeOptions(options, this._nodeId, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined)
+    native.reportRejections = this._telemetry?.warn === true
     this._redisCluster = native.clusterRedisUrl !== undefined
     this._native = new binding.NativeServer(native, (json) => onBatch(this, json))
     this.presence = this._redisCluster ? new ClusterPresence(this) : new LocalPresence(this)
@@ -302,31 +307,70 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
    */
   broadcast(event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    const payload = serialise(ns.contract, event, data)
+    const payload = this._serialise(ns, 'broadcast', event, data)
     this._bus?.send(ns.name, { everyone: true }, payload)
-    return this._native.broadcast(ns.index, payload)
+    return this._published(ns, 'broadcast', event, data, this._native.broadcast(ns.index, payload))
   }
 
   publishToRoom(room: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    const payload = serialise(ns.contract, event, data)
+    const payload = this._serialise(ns, 'room', event, data)
     this._bus?.send(ns.name, { rooms: [String(room)] }, payload)
-    return this._native.publishToRoom(ns.index, String(room), payload)
+    return this._published(ns, 'room', event, data, this._native.publishToRoom(ns.index, String(room), payload))
   }
 
   publishToUser(userId: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
-    const payload = serialise(ns.contract, event, data)
+    const payload = this._serialise(ns, 'user', event, data)
     this._bus?.send(ns.name, { users: [String(userId)] }, payload)
-    return this._native.publishToUser(ns.index, String(userId), payload)
+    return this._published(ns, 'user', event, data, this._native.publishToUser(ns.index, String(userId), payload))
   }
 
   publishToAudience(audience: Audience, event: string, data: unknown): number {
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
-    const payload = serialise(ns.contract, event, data)
+    const payload = this._serialise(ns, 'audience', event, data)
     const global = globalAudience(audience)
     this._bus?.send(ns.name, global, payload)
-    return this._deliver(ns, global, payload)
+    return this._published(ns, 'audience', event, data, this._deliver(ns, global, payload))
+  }
+
+  /** Validates and serialises a publish; a refusal is reported (`ws.publish.rejected`) and thrown. */
+  _serialise(ns: Namespace, target: string, event: string, data: unknown, conn?: Conn): string {
+    const tel = this._telemetry
+    if (tel === null) return serialise(ns.contract, event, data)
+    try {
+      const payload = serialise(ns.contract, event, data)
+      if (tel.debug) tel.emit('ws.publish.queued', conn, { namespace: ns.name, target, event, bytes: payload.length, payload: tel.previewOf(data) })
+      return payload
+    } catch (error) {
+      if (tel.warn) tel.emit('ws.publish.rejected', conn, { namespace: ns.name, target, event, error: error instanceof Error ? error.message : String(error) })
+      throw error
+    }
+  }
+
+  /** `ws.publish.sent` (debug) with how many connections of this node it reached; returns that count. */
+  _published(ns: Namespace, target: string, event: string, data: unknown, delivered: number): number {
+    const tel = this._telemetry
+    if (tel !== null && tel.debug) tel.emit('ws.publish.sent', undefined, { namespace: ns.name, target, event, delivered, payload: tel.previewOf(data) })
+    return delivered
+  }
+
+  /** Rejections Rust made (reported only when telemetry listens at warn). */
+  _rejected(entry: RejectedEntry): void {
+    const tel = this._telemetry
+    if (tel === null || !tel.warn) return
+    if (entry[1] === 0) {
+      tel.emit('ws.handshake.rejected', undefined, { status: entry[2], reason: entry[3], remoteAddress: entry[4] })
+    } else {
+      const conn = this._connections.get(entry[2])
+      tel.emit('ws.message.rejected', conn, { code: entry[3] === 0 ? undefined : entry[3], reason: entry[4] })
+    }
+  }
+
+  /** An event for a connection at its level, if telemetry listens there. */
+  _event(name: EventName, conn: Conn | undefined, detail: Record<string, unknown>, level?: TelemetryLevel): void {
+    const tel = this._telemetry
+    if (tel !== null && tel.on(level ?? EVENT_LEVELS[name])) tel.emit(name, conn, detail, undefined, level)
   }
 
   /** Delivers to this node's connections in an audience given with global ids (and, with `cluster.redis`, to the other nodes'). */
@@ -433,6 +477,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     const openedAt = (sinceEpoch | 0) === sinceEpoch ? sinceEpoch | 0 : sinceEpoch
     const conn = new Connection(this._namespaces[nsIndex], id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
     this._connections.set(id, conn)
+    const tel = this._telemetry
+    if (tel !== null && tel.info) tel.emit('ws.connection.opened', conn, { remoteAddress: entry[3], protocol: entry[6] ?? undefined }, conn.trace)
     for (const handler of this._connectionHandlers[nsIndex]) {
       try {
         const r = handler(conn)
@@ -455,6 +501,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     if (!conn) return
     this._connections.delete(id)
     this._acks.forget(id)
+    if (this._telemetry !== null) closedEvents(this._telemetry, conn, code, reason, abandoned)
     conn._closed(code, reason, abandoned)
   }
 
@@ -471,3 +518,14 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
 }
 
 export { DEFAULT_NAMESPACE }
+
+/** Closes a client or the server made in order (1000, 1001 going away, 1005 no code) are info; others warn. */
+const ORDERLY_CLOSES = new Set([CloseCode.NORMAL, CloseCode.GOING_AWAY, 1005])
+
+/** `ws.connection.closed`, and what a close code and reason say happened before it. */
+function closedEvents(tel: Telemetry, conn: Connection, code: number, reason: string, abandoned: boolean): void {
+  if (tel.warn && code === CloseCode.GOING_AWAY && reason === 'Heartbeat timeout') tel.emit('ws.heartbeat.timeout', conn, { code, reason })
+  if (tel.warn && code === 1013 && reason === 'WebSocket backpressure overflow') tel.emit('ws.backpressure.overflow', conn, { code, reason })
+  const level = ORDERLY_CLOSES.has(code) ? 'info' : 'warn'
+  if (tel.on(level)) tel.emit('ws.connection.closed', conn, { code, reason, abandoned }, undefined, level)
+}

@@ -10,7 +10,7 @@
 import type { CloseSlot, Conn, Handler, HandlerStore, InboundHandler, RequestFn } from './handler-store'
 import type { Namespace } from './namespace'
 import type { EnvelopeMeta } from './protocol/envelope'
-import type { CloseInfo } from './types'
+import type { CloseInfo, TraceContext } from './types'
 import type { KeptRequest } from './upgrade-request'
 
 /**
@@ -28,6 +28,9 @@ export const enum State {
 
 /** A connection's own handlers by event (or RAW), and its `onClose` handlers (CLOSE; undefined once called). */
 export type ConnectionHandlers = HandlerStore<InboundHandler | CloseSlot | undefined>
+
+/** What a message or request run returns when its data was refused (not `ws.message.dispatched`). */
+export const REJECTED: unique symbol = Symbol('rejected')
 
 /** A message from the client, queued, buffered or running until settled. */
 export interface QueuedMessage {
@@ -88,6 +91,8 @@ export class Extra {
   /** Queued messages acknowledged early while replies are awaited (see `readAhead`). */
   ahead: number
   /** Messages with no handler yet; bound: `maxBufferedMessages` (oldest dropped). */
+  /** `conn.trace`, parsed on first read (null: the upgrade had none or an invalid one). */
+  trace: TraceContext | null | undefined
   buffered: Queued[] | null
   /** `{ code, reason }` once closed. */
   closeInfo: CloseInfo | undefined
@@ -102,6 +107,7 @@ export class Extra {
     this.nextRequestId = 0
     this.ahead = 0
     this.buffered = null
+    this.trace = undefined
     this.closeInfo = undefined
     this.closeWaiters = null
     this.lastSeenAt = undefined

@@ -147,6 +147,8 @@ export interface ServerOptions<
   cluster?: ClusterOptions
   /** Metrics options (`server.metrics()` always works; see README "Metrics"). */
   metrics?: MetricsOptions
+  /** Telemetry events (see README "Telemetry"). */
+  telemetry?: TelemetryOptions
   /** Ping interval; a connection with no pong (or any frame) by the next ping closes 1001. `0` disables. Default `{ intervalMs: 30000 }`. */
   heartbeat?: { intervalMs?: number }
   /** Per-connection outbound queue bound; overflow closes the connection 1013. Default `{ maxQueuedMessages: 1000, maxBufferedBytes: 1048576 }`. */
@@ -266,6 +268,55 @@ export interface ConnectionStats {
   queuedBytes: number
   /** Its messages received and not yet handled (queued behind a handler, or buffered without one). */
   pendingMessages: number
+}
+
+export type TelemetryLevel = 'debug' | 'info' | 'warn' | 'error'
+
+/** W3C trace context of a message (from `meta.traceparent`) or a connection (the upgrade's `traceparent` header). */
+export interface TraceContext {
+  traceId: string
+  /** A new span id for this handler run (or connection). */
+  spanId: string
+  /** The sender's span: the `traceparent`'s parent id. */
+  parentSpanId: string
+  sampled: boolean
+}
+
+/** One telemetry record (see README "Telemetry"). */
+export interface TelemetryEvent {
+  name: string
+  level: TelemetryLevel
+  /** Unix ms. */
+  time: number
+  nodeId: string
+  connectionId: string | undefined
+  namespace: string | undefined
+  userId: string | undefined
+  traceId: string | undefined
+  spanId: string | undefined
+  parentSpanId: string | undefined
+  sampled: boolean | undefined
+  /** What happened: reason, close code, sizes, event name, payload preview… */
+  detail: Record<string, unknown>
+}
+
+export interface TelemetryOptions {
+  /** Receives every recorded event; a sink that throws is ignored (and counted). */
+  onEvent: (event: TelemetryEvent) => void
+  /** Events below this level are not even built. Default `'info'`. */
+  level?: TelemetryLevel
+  sampling?: {
+    /** Share of events recorded, 0–1. Default 1. */
+    defaultRate?: number
+    rateByEvent?: Record<string, number>
+    /** At most this many records per second (the rest are left out). Default unlimited. */
+    maxRecordsPerSecond?: number
+    /** Levels recorded whatever the sampling and the cap. Default `['warn', 'error']`. */
+    alwaysRecordLevels?: TelemetryLevel[]
+  }
+  /** `'preview'`: add `detail.payload`, the first `maxPayloadPreviewBytes` characters of the data. Default `false`. */
+  capturePayload?: false | 'preview'
+  maxPayloadPreviewBytes?: number
 }
 
 /** `metrics` option. */
@@ -391,6 +442,8 @@ export interface MessageContext<Conn = Connection<any, unknown>> {
   event: string
   /** `meta` of the envelope (trace context), if the client sent one. */
   meta: { traceparent?: string; tracestate?: string } | undefined
+  /** The parsed `meta.traceparent` with a new span id for this run; undefined without a valid one. */
+  trace: TraceContext | undefined
   /** The connection the message came from (what namespace handlers use instead of a closure). */
   conn: Conn
 }
@@ -405,6 +458,8 @@ export interface RequestContext<Conn = Connection<any, unknown>> {
   readonly event: string
   /** `meta` of the envelope (trace context), if the client sent one. */
   readonly meta: { traceparent?: string; tracestate?: string } | undefined
+  /** The parsed `meta.traceparent` with a new span id for this run; undefined without a valid one. */
+  readonly trace: TraceContext | undefined
   /** The request id as the client sent it. */
   readonly id: string | number
   /** Aborted (with a `RequestError`) when the request times out or the connection closes before the handler answers. */
@@ -463,6 +518,8 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   readonly rtt: number | undefined
   /** Messages and bytes in and out so far, queued output, unhandled input (a snapshot; zeros once closed). */
   readonly stats: ConnectionStats
+  /** Trace context of the upgrade request's `traceparent` header, if it had a valid one. */
+  readonly trace: TraceContext | undefined
 
   /** Handle `event`. Messages run one at a time per connection, in arrival order; async handlers are awaited. */
   onMessage<E extends InEvent<C>>(event: E, handler: MessageHandler<InData<C, E>>): this

@@ -144,11 +144,9 @@ pub fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> Vec<u8> 
     .into_bytes()
 }
 
-/// A complete error response that closes the connection. 400 and 426 carry
-/// `Sec-WebSocket-Version: 13` (RFC 6455 §4.4) and 426 names the protocol to upgrade to.
-/// `body` replaces the default text (the reason phrase); CR/LF are not allowed in it.
-pub fn error_response(status: u16, body: Option<&str>) -> Vec<u8> {
-    let text = match status {
+/// The reason phrase of the statuses we answer upgrades with.
+pub fn status_text(status: u16) -> &'static str {
+    match status {
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -158,7 +156,14 @@ pub fn error_response(status: u16, body: Option<&str>) -> Vec<u8> {
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
-    };
+    }
+}
+
+/// A complete error response that closes the connection. 400 and 426 carry
+/// `Sec-WebSocket-Version: 13` (RFC 6455 §4.4) and 426 names the protocol to upgrade to.
+/// `body` replaces the default text (the reason phrase); CR/LF are not allowed in it.
+pub fn error_response(status: u16, body: Option<&str>) -> Vec<u8> {
+    let text = status_text(status);
     let extra = match status {
         // `Connection: close`, not `Upgrade`: clients (Node's http) treat the latter as a 101.
         426 => "Upgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n",

@@ -1,0 +1,180 @@
+// Telemetry events (`telemetry: { onEvent, level, sampling, capturePayload }`): what happened to
+// which connection, as structured records for a log pipeline. Nothing is built when nobody
+// listens: callers check the level's flag (`tel.debug`, `tel.info`, …) before making an event,
+// so an event below the configured level costs one property read. Sampling and a per-second cap
+// apply after that; `alwaysRecordLevels` (default warn and error) bypass both. A sink that throws
+// is counted and never reaches the server.
+//
+// Also the W3C trace context: `traceparent` parsed once per message that carries one.
+
+import type { Conn } from './handler-store'
+import type { TelemetryEvent, TelemetryLevel, TelemetryOptions, TraceContext } from './types'
+
+const LEVELS: Record<TelemetryLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 }
+
+/** Every event name and its level. */
+export const EVENT_LEVELS = {
+  'ws.connection.opened': 'info',
+  'ws.connection.closed': 'info',
+  'ws.handshake.rejected': 'warn',
+  'ws.message.received': 'debug',
+  'ws.message.rejected': 'warn',
+  'ws.message.buffered': 'debug',
+  'ws.message.buffer.dropped': 'warn',
+  'ws.message.dispatched': 'debug',
+  'ws.message.failed': 'error',
+  'ws.publish.queued': 'debug',
+  'ws.publish.sent': 'debug',
+  'ws.publish.dropped': 'warn',
+  'ws.publish.rejected': 'warn',
+  'ws.publish.failed': 'error',
+  'ws.heartbeat.timeout': 'warn',
+  'ws.backpressure.overflow': 'warn',
+  'ws.backpressure.delayed': 'info',
+  'ws.trace.invalid': 'debug',
+} as const satisfies Record<string, TelemetryLevel>
+
+export type EventName = keyof typeof EVENT_LEVELS
+
+/** The W3C `traceparent`: version 00, 32 hex trace id, 16 hex parent id, 2 hex flags; no all-zero ids. */
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+
+/** A random 8-byte span id in hex (the span of this handler run). */
+function newSpanId(): string {
+  let id = ''
+  for (let i = 0; i < 4; i++) id += ((Math.random() * 0x10000) | 0).toString(16).padStart(4, '0')
+  return id === '0000000000000000' ? '0000000000000001' : id
+}
+
+/** Parses a `traceparent`; null when absent, `'invalid'` when malformed. */
+export function parseTraceparent(value: unknown): TraceContext | 'invalid' | null {
+  if (value === undefined || value === null) return null
+  const m = typeof value === 'string' ? TRACEPARENT.exec(value.trim()) : null
+  if (!m) return 'invalid'
+  const [, version, traceId, parentId, flags] = m as unknown as [string, string, string, string, string]
+  if (version === 'ff' || /^0+$/.test(traceId) || /^0+$/.test(parentId)) return 'invalid'
+  return { traceId, spanId: newSpanId(), parentSpanId: parentId, sampled: (parseInt(flags, 16) & 1) === 1 }
+}
+
+function rate(value: unknown, name: string): number {
+  if (value === undefined) return 1
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw new TypeError(`option ${name} must be a number from 0 to 1`)
+  return value
+}
+
+/**
+ * The trace context of a message's `meta` (undefined without a `traceparent`). A malformed one is
+ * reported as `ws.trace.invalid` (debug) and otherwise ignored: it never rejects the message.
+ */
+export function traceOf(tel: Telemetry | null, conn: Conn, meta: { traceparent?: unknown } | null | undefined): TraceContext | undefined {
+  const parsed = parseTraceparent(meta?.traceparent)
+  if (parsed !== 'invalid') return parsed ?? undefined
+  if (tel !== null && tel.debug) tel.emit('ws.trace.invalid', conn, { traceparent: String(meta?.traceparent).slice(0, 128) })
+  return undefined
+}
+
+export class Telemetry {
+  readonly debug: boolean
+  readonly info: boolean
+  readonly warn: boolean
+  readonly error: boolean
+  /** Events the sink threw on, and events left out by sampling or the per-second cap. */
+  sinkErrors = 0
+  sampledOut = 0
+  private readonly sink: (event: TelemetryEvent) => void
+  private readonly defaultRate: number
+  private readonly rates: Map<string, number>
+  private readonly always: Set<TelemetryLevel>
+  private readonly perSecond: number
+  private windowStart = 0
+  private windowCount = 0
+  readonly preview: number
+
+  constructor(
+    options: TelemetryOptions,
+    private readonly nodeId: string,
+  ) {
+    if (typeof options.onEvent !== 'function') throw new TypeError('option telemetry.onEvent must be a function')
+    const level = options.level ?? 'info'
+    if (!(level in LEVELS)) throw new TypeError(`option telemetry.level must be one of ${Object.keys(LEVELS).join(', ')}`)
+    const min = LEVELS[level]
+    this.debug = min <= LEVELS.debug
+    this.info = min <= LEVELS.info
+    this.warn = min <= LEVELS.warn
+    this.error = true
+    this.sink = options.onEvent
+    const sampling = options.sampling ?? {}
+    this.defaultRate = rate(sampling.defaultRate, 'telemetry.sampling.defaultRate')
+    this.rates = new Map(Object.entries(sampling.rateByEvent ?? {}).map(([k, v]) => [k, rate(v, `telemetry.sampling.rateByEvent['${k}']`)]))
+    this.always = new Set(sampling.alwaysRecordLevels ?? ['warn', 'error'])
+    const cap = sampling.maxRecordsPerSecond ?? Infinity
+    if (typeof cap !== 'number' || !(cap >= 0)) throw new TypeError('option telemetry.sampling.maxRecordsPerSecond must be a non-negative number')
+    this.perSecond = cap
+    const capture = options.capturePayload ?? false
+    if (capture !== false && capture !== 'preview') throw new TypeError("option telemetry.capturePayload must be false or 'preview'")
+    const max = options.maxPayloadPreviewBytes ?? 256
+    if (!Number.isInteger(max) || max < 0) throw new TypeError('option telemetry.maxPayloadPreviewBytes must be a non-negative integer')
+    this.preview = capture === 'preview' ? max : -1
+  }
+
+  /** Whether events of `level` are recorded at all (check before building one). */
+  on(level: TelemetryLevel): boolean {
+    return level === 'debug' ? this.debug : level === 'info' ? this.info : level === 'warn' ? this.warn : true
+  }
+
+  /** A payload preview for `detail.payload` (only with `capturePayload: 'preview'`). */
+  previewOf(data: unknown): string | undefined {
+    if (this.preview < 0) return undefined
+    let text: string
+    try {
+      text = typeof data === 'string' ? data : JSON.stringify(data) ?? String(data)
+    } catch {
+      text = String(data)
+    }
+    return text.length > this.preview ? text.slice(0, this.preview) : text
+  }
+
+  /** Records `name` (the caller checked its level is on). */
+  emit(name: EventName, conn: Conn | undefined, detail: Record<string, unknown>, trace?: TraceContext, levelOverride?: TelemetryLevel): void {
+    const level: TelemetryLevel = levelOverride ?? EVENT_LEVELS[name]
+    if (!this.on(level)) return
+    if (!this.always.has(level)) {
+      const r = this.rates.get(name) ?? this.defaultRate
+      if (r < 1 && Math.random() >= r) {
+        this.sampledOut++
+        return
+      }
+      if (this.perSecond !== Infinity) {
+        const now = Date.now()
+        if (now - this.windowStart >= 1000) {
+          this.windowStart = now
+          this.windowCount = 0
+        }
+        if (this.windowCount >= this.perSecond) {
+          this.sampledOut++
+          return
+        }
+        this.windowCount++
+      }
+    }
+    const event: TelemetryEvent = {
+      name,
+      level,
+      time: Date.now(),
+      nodeId: this.nodeId,
+      connectionId: conn?.id,
+      namespace: conn?.namespace,
+      userId: conn?.userId ?? undefined,
+      traceId: trace?.traceId,
+      spanId: trace?.spanId,
+      parentSpanId: trace?.parentSpanId,
+      sampled: trace?.sampled,
+      detail,
+    }
+    try {
+      this.sink(event)
+    } catch {
+      this.sinkErrors++
+    }
+  }
+}
