@@ -253,7 +253,7 @@ test('a sink that throws breaks nothing; at info level no debug event is built',
 
 test('telemetry options are checked', async () => {
   const { createServer } = await import('../index.js')
-  assert.throws(() => createServer({ telemetry: {} }), /telemetry.onEvent must be a function/)
+  assert.throws(() => createServer({ telemetry: { onEvent: 1 } }), /telemetry.onEvent must be a function/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, level: 'loud' } }), /telemetry.level must be one of/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, sampling: { defaultRate: 2 } } }), /defaultRate must be a number from 0 to 1/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, capturePayload: 'all' } }), /capturePayload must be false or 'preview'/)

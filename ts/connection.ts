@@ -220,6 +220,7 @@ export class Connection implements ConnectionState {
     server._metrics.connectionPublishes++
     const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
     if (tel !== null) publishedTo(tel, this, event, data, sent)
+    server._tracing?.published(ns.name, 'connection', event, sent ? 1 : 0)
     return sent
   }
 

@@ -17,6 +17,9 @@
 // requests to inbound-requests.
 
 import { RAW, storeGet, type Handler, type HandlerKey, type InboundHandler } from './handler-store'
+import { parseTraceparent } from './telemetry'
+import type { Tracing } from './tracing'
+import type { TraceContext } from './types'
 import {
   REJECTED,
   State,
@@ -44,6 +47,13 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
       tel.emit('ws.backpressure.delayed', conn, { queued: conn._queue.length, limit: conn._ns.server._maxInflightMessages })
     }
   }
+}
+
+/** Runs a handler inside its OpenTelemetry span (`telemetry.tracer`). */
+function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued): unknown {
+  const event = conn._ns.raw ? '(raw)' : (message.event as string)
+  const trace = message.meta == null ? undefined : (parseTraceparent(message.meta.traceparent) as TraceContext | 'invalid' | null) ?? undefined
+  return tracing.run(conn, event, message.request, trace === 'invalid' ? undefined : trace, () => conn._run(handler, message))
 }
 
 /** `ws.message.dispatched` (debug): a handler finished with a message. */
@@ -112,8 +122,9 @@ export function pump(conn: ConnectionState, first?: Queued): void {
     let pending
     const timer = conn._ns.server._metrics.handlers
     const start = timer === null ? 0 : performance.now()
+    const tracing = conn._ns.server._tracing
     try {
-      pending = conn._run(handler, message)
+      pending = tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)
     } catch (error) {
       conn._failed(error, message)
       continue

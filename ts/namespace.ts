@@ -6,6 +6,7 @@ import type { InboundAcks } from './acks'
 import type { Conn, HandlerKey, InboundHandler, RequestFn } from './handler-store'
 import type { JsMetrics } from './metrics'
 import type { Telemetry } from './telemetry'
+import type { Tracing } from './tracing'
 import type { NativeServer } from './native'
 import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
 
@@ -23,6 +24,8 @@ export interface ConnectionHost {
   readonly _metrics: JsMetrics
   /** Telemetry events, or null when nobody listens (check `.debug`/`.info`/`.warn` before building one). */
   readonly _telemetry: Telemetry | null
+  /** OpenTelemetry spans, or null without `telemetry.tracer`. */
+  readonly _tracing: Tracing | null
   readonly _maxBufferedMessages: number
   readonly _maxInflightMessages: number
   readonly _requestTimeoutMs: number

@@ -25,6 +25,7 @@ import { BusLink, checkBus, type BusHost } from './cluster'
 import { ClusterPresence } from './cluster-presence'
 import { JsMetrics, exposition, trafficStats, type NativeMetrics } from './metrics'
 import { EVENT_LEVELS, Telemetry, type EventName } from './telemetry'
+import { Tracing } from './tracing'
 import { LocalPresence, type PresenceHost } from './presence'
 import { globalAudience, localIds, remoteIds, serialise } from './publish'
 import { isPromiseLike } from './state'
@@ -77,6 +78,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _stats: { unknownReplies: number; droppedMessages: number; busPublishErrors: number; busReceived: number }
   readonly _metrics: JsMetrics
   readonly _telemetry: Telemetry | null
+  readonly _tracing: Tracing | null
   readonly _replyOnInvalid: boolean
   readonly _onError: (error: unknown, conn: Conn | undefined) => void
   _port: number | undefined
@@ -113,7 +115,12 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._exposeErrors = options.exposeErrors === true
     this._stats = { unknownReplies: 0, droppedMessages: 0, busPublishErrors: 0, busReceived: 0 }
     this._metrics = new JsMetrics(this._namespaces.length, metricsOption(options.metrics))
-    this._telemetry = options.telemetry === undefined ? null : new Telemetry(options.telemetry, this._nodeId)
+    const tel = options.telemetry
+    if (tel !== undefined && (tel === null || typeof tel !== 'object' || (tel.onEvent === undefined && tel.tracer === undefined))) {
+      throw new TypeError('option telemetry needs onEvent (events) or tracer (OpenTelemetry spans)')
+    }
+    this._telemetry = tel?.onEvent === undefined ? null : new Telemetry(tel, this._nodeId)
+    this._tracing = tel?.tracer === undefined ? null : new Tracing(tel.tracer)
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._port = undefined
@@ -352,6 +359,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   _published(ns: Namespace, target: string, event: string, data: unknown, delivered: number): number {
     const tel = this._telemetry
     if (tel !== null && tel.debug) tel.emit('ws.publish.sent', undefined, { namespace: ns.name, target, event, delivered, payload: tel.previewOf(data) })
+    this._tracing?.published(ns.name, target, event, delivered)
     return delivered
   }
 
@@ -479,6 +487,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._connections.set(id, conn)
     const tel = this._telemetry
     if (tel !== null && tel.info) tel.emit('ws.connection.opened', conn, { remoteAddress: entry[3], protocol: entry[6] ?? undefined }, conn.trace)
+    this._tracing?.opened(conn, entry[3])
     for (const handler of this._connectionHandlers[nsIndex]) {
       try {
         const r = handler(conn)
@@ -502,6 +511,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     this._connections.delete(id)
     this._acks.forget(id)
     if (this._telemetry !== null) closedEvents(this._telemetry, conn, code, reason, abandoned)
+    this._tracing?.closed(conn, code, reason)
     conn._closed(code, reason, abandoned)
   }
 

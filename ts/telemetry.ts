@@ -102,7 +102,7 @@ export class Telemetry {
     this.info = min <= LEVELS.info
     this.warn = min <= LEVELS.warn
     this.error = true
-    this.sink = options.onEvent
+    this.sink = options.onEvent as (event: TelemetryEvent) => void
     const sampling = options.sampling ?? {}
     this.defaultRate = rate(sampling.defaultRate, 'telemetry.sampling.defaultRate')
     this.rates = new Map(Object.entries(sampling.rateByEvent ?? {}).map(([k, v]) => [k, rate(v, `telemetry.sampling.rateByEvent['${k}']`)]))

@@ -302,7 +302,12 @@ export interface TelemetryEvent {
 
 export interface TelemetryOptions {
   /** Receives every recorded event; a sink that throws is ignored (and counted). */
-  onEvent: (event: TelemetryEvent) => void
+  onEvent?: (event: TelemetryEvent) => void
+  /**
+   * An OpenTelemetry Tracer (`trace.getTracer('…')` of `@opentelemetry/api`, an optional peer
+   * dependency): spans for connections, handled messages and publishes. See README "Telemetry".
+   */
+  tracer?: { startSpan(name: string, options?: any, context?: any): unknown }
   /** Events below this level are not even built. Default `'info'`. */
   level?: TelemetryLevel
   sampling?: {
