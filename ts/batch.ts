@@ -7,7 +7,7 @@ import type { InboundAcks } from './acks'
 import type { Connection } from './connection'
 import type { NativeServer } from './native'
 import type { EnvelopeMeta } from './protocol/envelope'
-import { parseTraceparent, type Telemetry } from './telemetry'
+import { quietTrace, type Telemetry } from './telemetry'
 
 export const KIND_OPEN = 0
 export const KIND_MESSAGE = 1
@@ -148,7 +148,5 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
 /** `ws.message.received` (debug): one event per message or request as it arrives. */
 function received(tel: Telemetry, conn: Connection, event: string, data: unknown, meta: EnvelopeMeta | null, size: number, request: boolean): void {
   // Parsed quietly: an invalid one is reported once, when the handler's ctx.trace reads it.
-  const parsed = meta == null ? null : parseTraceparent(meta.traceparent)
-  const trace = parsed === null || parsed === 'invalid' ? undefined : parsed
-  tel.emit('ws.message.received', conn, { event, size, request, payload: tel.previewOf(data) }, trace)
+  tel.emit('ws.message.received', conn, { event, size, request, payload: tel.previewOf(data) }, quietTrace(meta))
 }

@@ -17,9 +17,8 @@
 // requests to inbound-requests.
 
 import { RAW, storeGet, type Handler, type HandlerKey, type InboundHandler } from './handler-store'
-import { parseTraceparent } from './telemetry'
+import { quietTrace } from './telemetry'
 import type { Tracing } from './tracing'
-import type { TraceContext } from './types'
 import {
   REJECTED,
   State,
@@ -52,8 +51,7 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
 /** Runs a handler inside its OpenTelemetry span (`telemetry.tracer`). */
 function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued): unknown {
   const event = conn._ns.raw ? '(raw)' : (message.event as string)
-  const trace = message.meta == null ? undefined : (parseTraceparent(message.meta.traceparent) as TraceContext | 'invalid' | null) ?? undefined
-  return tracing.run(conn, event, message.request, trace === 'invalid' ? undefined : trace, () => conn._run(handler, message))
+  return tracing.run(conn, event, message.request, quietTrace(message.meta), () => conn._run(handler, message))
 }
 
 /** `ws.message.dispatched` (debug): a handler finished with a message. */

@@ -4,6 +4,8 @@
 // adds what only it sees: messages its schemas refused, `conn.publish` calls, and (opt-in)
 // handler durations.
 
+import type { TrafficStats } from './types'
+
 /** The Content-Type of `server.metrics()`'s text (Prometheus text format 0.0.4). */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
@@ -87,17 +89,6 @@ export class JsMetrics {
 }
 
 /** `server.stats`' traffic part, per namespace and in total. */
-export interface TrafficStats {
-  connections: number
-  messagesReceived: number
-  messagesRejected: number
-  messagesSent: number
-  bytesReceived: number
-  bytesSent: number
-  queuedMessages: number
-  queuedBytes: number
-}
-
 export function trafficStats(native: NativeMetrics, js: JsMetrics, names: readonly string[]): { total: TrafficStats; namespaces: Record<string, TrafficStats> } {
   const total: TrafficStats = { connections: 0, messagesReceived: 0, messagesRejected: 0, messagesSent: 0, bytesReceived: 0, bytesSent: 0, queuedMessages: 0, queuedBytes: 0 }
   const namespaces: Record<string, TrafficStats> = {}

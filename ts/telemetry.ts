@@ -62,6 +62,12 @@ function rate(value: unknown, name: string): number {
   return value
 }
 
+/** The trace context of a `meta`, or undefined when it has none or a malformed one (not reported). */
+export function quietTrace(meta: { traceparent?: unknown } | null | undefined): TraceContext | undefined {
+  const parsed = meta == null ? null : parseTraceparent(meta.traceparent)
+  return parsed === null || parsed === 'invalid' ? undefined : parsed
+}
+
 /**
  * The trace context of a message's `meta` (undefined without a `traceparent`). A malformed one is
  * reported as `ws.trace.invalid` (debug) and otherwise ignored: it never rejects the message.
