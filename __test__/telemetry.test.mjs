@@ -251,10 +251,37 @@ test('a sink that throws breaks nothing; at info level no debug event is built',
   assert.equal(h.server.connectionCount, 1)
 })
 
+test('with propagate, publishes made while a handler runs carry its trace in meta.traceparent', async (t) => {
+  const h = await startServer(
+    { contract, telemetry: { onEvent() {}, propagate: true } },
+    {
+      onConnection(conn) {
+        conn.onMessage('say', async (data, ctx) => {
+          await new Promise((resolve) => setImmediate(resolve)) // still the handler's trace after an await
+          conn.publish('said', { text: ctx.trace ? ctx.trace.spanId : 'none' })
+        })
+      },
+    },
+  )
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  ws.send(JSON.stringify({ event: 'say', data: { text: 'a' }, meta: { traceparent: TRACEPARENT } }))
+  const out = await nextMessage(ws)
+  const handlerSpan = out.data.text
+  assert.match(handlerSpan, /^[0-9a-f]{16}$/)
+  assert.equal(out.meta.traceparent, `00-0af7651916cd43dd8448eb211c80319c-${handlerSpan}-01`, 'same trace, the handler span as parent')
+  send(ws, 'say', { text: 'b' })
+  const plain = await nextMessage(ws)
+  assert.deepEqual(plain, { event: 'said', data: { text: 'none' } }, 'no trace in, no meta out')
+  h.server.broadcast('said', { text: 'outside' })
+  assert.deepEqual(await nextMessage(ws), { event: 'said', data: { text: 'outside' } }, 'outside a handler: no meta')
+})
+
 test('telemetry options are checked', async () => {
   const { createServer } = await import('../index.js')
   assert.throws(() => createServer({ telemetry: { onEvent: 1 } }), /telemetry.onEvent must be a function/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, level: 'loud' } }), /telemetry.level must be one of/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, sampling: { defaultRate: 2 } } }), /defaultRate must be a number from 0 to 1/)
   assert.throws(() => createServer({ telemetry: { onEvent() {}, capturePayload: 'all' } }), /capturePayload must be false or 'preview'/)
+  assert.throws(() => createServer({ telemetry: { onEvent() {}, propagate: 'yes' } }), /telemetry.propagate must be a boolean/)
 })

@@ -216,7 +216,8 @@ export class Connection implements ConnectionState {
     const ns = this._ns
     const server = ns.server
     const tel = server._telemetry
-    const payload = tel === null ? serialise(ns.contract, event, data) : publishChecked(tel, this, event, data)
+    const meta = server._outgoingMeta()
+    const payload = tel === null ? serialise(ns.contract, event, data, meta) : publishChecked(tel, this, event, data, meta)
     server._metrics.connectionPublishes++
     const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
     if (tel !== null) publishedTo(tel, this, event, data, sent)
@@ -383,9 +384,9 @@ export class Connection implements ConnectionState {
 }
 
 /** `conn.publish` with telemetry: validates and serialises, reporting `ws.publish.queued` or `.rejected`. */
-function publishChecked(tel: Telemetry, conn: Connection, event: string, data: unknown): string {
+function publishChecked(tel: Telemetry, conn: Connection, event: string, data: unknown, meta: EnvelopeMeta | undefined): string {
   try {
-    const payload = serialise(conn._ns.contract, event, data)
+    const payload = serialise(conn._ns.contract, event, data, meta)
     if (tel.debug) tel.emit('ws.publish.queued', conn, { target: 'connection', event, bytes: payload.length, payload: tel.previewOf(data) })
     return payload
   } catch (error) {

@@ -19,6 +19,8 @@
 import { RAW, storeGet, type Handler, type HandlerKey, type InboundHandler } from './handler-store'
 import { quietTrace } from './telemetry'
 import type { Tracing } from './tracing'
+import type { TraceContext } from './types'
+import type { AsyncLocalStorage } from 'node:async_hooks'
 import {
   REJECTED,
   State,
@@ -52,6 +54,13 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
 function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued): unknown {
   const event = conn._ns.raw ? '(raw)' : (message.event as string)
   return tracing.run(conn, event, message.request, quietTrace(message.meta), () => conn._run(handler, message))
+}
+
+/** Runs a handler with its trace as the current one (`telemetry.propagate`): ctx.trace and its publishes use it. */
+function propagated(als: AsyncLocalStorage<TraceContext>, conn: ConnectionState, handler: Handler, message: Queued, tracing: Tracing | null): unknown {
+  const trace = quietTrace(message.meta)
+  if (trace === undefined) return tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)
+  return als.run(trace, () => (tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)))
 }
 
 /** `ws.message.dispatched` (debug): a handler finished with a message. */
@@ -120,9 +129,15 @@ export function pump(conn: ConnectionState, first?: Queued): void {
     let pending
     const timer = conn._ns.server._metrics.handlers
     const start = timer === null ? 0 : performance.now()
-    const tracing = conn._ns.server._tracing
+    const server = conn._ns.server
+    const tracing = server._tracing
     try {
-      pending = tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)
+      pending =
+        server._propagation !== null && message.meta != null
+          ? propagated(server._propagation, conn, handler, message, tracing)
+          : tracing === null
+            ? conn._run(handler, message)
+            : traced(tracing, conn, handler, message)
     } catch (error) {
       conn._failed(error, message)
       continue

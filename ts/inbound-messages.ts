@@ -20,7 +20,8 @@ export function runMessage(conn: ConnectionState, handler: InboundHandler, messa
   const event = message.event as string
   const schema = ns.contract?.in[event]
   const meta = message.meta ?? undefined
-  const ctx: MessageContext<Conn> = { event, meta, conn, trace: meta === undefined ? undefined : traceOf(ns.server._telemetry, conn, meta) }
+  const trace = meta === undefined ? undefined : (ns.server._propagation?.getStore() ?? traceOf(ns.server._telemetry, conn, meta))
+  const ctx: MessageContext<Conn> = { event, meta, conn, trace }
   if (!schema) return (handler as MessageFn)(message.data, ctx)
   const result = schema['~standard'].validate(message.data)
   const proceed = (r: StandardSchemaResult<unknown>): unknown =>

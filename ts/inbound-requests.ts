@@ -27,11 +27,14 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
 class RequestContext implements PublicRequestContext<Conn> {
   private readonly _request: InboundRequest
   private readonly _telemetry: Telemetry | null
+  /** The handler's trace with `telemetry.propagate` (what its publishes carry). */
+  private readonly _propagated: TraceContext | undefined
   readonly conn: Conn
 
   constructor(request: InboundRequest, conn: ConnectionState) {
     this._request = request
     this._telemetry = conn._ns.server._telemetry
+    this._propagated = conn._ns.server._propagation?.getStore()
     this.conn = conn
   }
 
@@ -50,7 +53,7 @@ class RequestContext implements PublicRequestContext<Conn> {
   get trace(): TraceContext | undefined {
     if (this._trace === null) {
       const meta = this._request.meta
-      this._trace = meta == null ? undefined : traceOf(this._telemetry, this.conn, meta)
+      this._trace = meta == null ? undefined : (this._propagated ?? traceOf(this._telemetry, this.conn, meta))
     }
     return this._trace
   }

@@ -9,6 +9,9 @@ import type { Telemetry } from './telemetry'
 import type { Tracing } from './tracing'
 import type { NativeServer } from './native'
 import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
+import type { EnvelopeMeta } from './protocol/envelope'
+import type { TraceContext } from './types'
+import type { AsyncLocalStorage } from 'node:async_hooks'
 
 export const DEFAULT_NAMESPACE = '/'
 
@@ -26,6 +29,10 @@ export interface ConnectionHost {
   readonly _telemetry: Telemetry | null
   /** OpenTelemetry spans, or null without `telemetry.tracer`. */
   readonly _tracing: Tracing | null
+  /** With `telemetry.propagate`: the trace of the handler running now (across its awaits). */
+  readonly _propagation: AsyncLocalStorage<TraceContext> | null
+  /** The `meta` a publish made now carries (a handler's trace with `propagate`), if any. */
+  _outgoingMeta(): EnvelopeMeta | undefined
   readonly _maxBufferedMessages: number
   readonly _maxInflightMessages: number
   readonly _requestTimeoutMs: number

@@ -2,13 +2,13 @@
 // encoded frame out. Also the conversions of an audience's members for the native call.
 
 import { validateOutbound, type NormalisedContract } from './protocol/contract'
-import { encodeEvent } from './protocol/envelope'
+import { encodeEvent, type EnvelopeMeta } from './protocol/envelope'
 import type { Audience, BusAudience } from './types'
 
 /** Validates and serialises one outbound envelope: once per publish, whatever the audience. */
-export function serialise(contract: NormalisedContract | null, event: unknown, data: unknown): string {
+export function serialise(contract: NormalisedContract | null, event: unknown, data: unknown, meta?: EnvelopeMeta): string {
   if (typeof event !== 'string' || event === '') throw new TypeError('event must be a non-empty string')
-  return encodeEvent(event, validateOutbound(contract, event, data))
+  return encodeEvent(event, validateOutbound(contract, event, data), meta)
 }
 
 /** Room or user names of an audience. */

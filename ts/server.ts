@@ -24,7 +24,9 @@ import { hasEvent } from './protocol/contract'
 import { BusLink, checkBus, type BusHost } from './cluster'
 import { ClusterPresence } from './cluster-presence'
 import { JsMetrics, exposition, trafficStats, type NativeMetrics } from './metrics'
-import { EVENT_LEVELS, Telemetry, type EventName } from './telemetry'
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { EVENT_LEVELS, Telemetry, formatTraceparent, type EventName } from './telemetry'
+import type { EnvelopeMeta } from './protocol/envelope'
 import { Tracing } from './tracing'
 import { LocalPresence, type PresenceHost } from './presence'
 import { globalAudience, localIds, remoteIds, serialise } from './publish'
@@ -38,6 +40,7 @@ import type {
   ServerStats,
   ShutdownOptions,
   TelemetryLevel,
+  TraceContext,
   UntypedContract,
   UpgradeIncomingMessage,
   UpgradeRequest,
@@ -79,6 +82,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _metrics: JsMetrics
   readonly _telemetry: Telemetry | null
   readonly _tracing: Tracing | null
+  readonly _propagation: AsyncLocalStorage<TraceContext> | null
   readonly _replyOnInvalid: boolean
   readonly _onError: (error: unknown, conn: Conn | undefined) => void
   _port: number | undefined
@@ -121,6 +125,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     }
     this._telemetry = tel?.onEvent === undefined ? null : new Telemetry(tel, this._nodeId)
     this._tracing = tel?.tracer === undefined ? null : new Tracing(tel.tracer)
+    if (tel?.propagate !== undefined && typeof tel.propagate !== 'boolean') throw new TypeError('option telemetry.propagate must be a boolean')
+    this._propagation = tel?.propagate === true ? new AsyncLocalStorage<TraceContext>() : null
     this._replyOnInvalid = options.onInvalidMessage === 'reply'
     this._onError = options.onError ?? ((error) => console.error('[ferrosocket]', error))
     this._port = undefined
@@ -344,15 +350,21 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   /** Validates and serialises a publish; a refusal is reported (`ws.publish.rejected`) and thrown. */
   _serialise(ns: Namespace, target: string, event: string, data: unknown, conn?: Conn): string {
     const tel = this._telemetry
-    if (tel === null) return serialise(ns.contract, event, data)
+    const meta = this._outgoingMeta()
+    if (tel === null) return serialise(ns.contract, event, data, meta)
     try {
-      const payload = serialise(ns.contract, event, data)
+      const payload = serialise(ns.contract, event, data, meta)
       if (tel.debug) tel.emit('ws.publish.queued', conn, { namespace: ns.name, target, event, bytes: payload.length, payload: tel.previewOf(data) })
       return payload
     } catch (error) {
       if (tel.warn) tel.emit('ws.publish.rejected', conn, { namespace: ns.name, target, event, error: error instanceof Error ? error.message : String(error) })
       throw error
     }
+  }
+
+  _outgoingMeta(): EnvelopeMeta | undefined {
+    const trace = this._propagation?.getStore()
+    return trace === undefined ? undefined : { traceparent: formatTraceparent(trace) }
   }
 
   /** `ws.publish.sent` (debug) with how many connections of this node it reached; returns that count. */

@@ -62,6 +62,11 @@ function rate(value: unknown, name: string): number {
   return value
 }
 
+/** A `traceparent` naming `trace`'s span as the parent (what a handler's publishes carry with `propagate`). */
+export function formatTraceparent(trace: TraceContext): string {
+  return `00-${trace.traceId}-${trace.spanId}-${trace.sampled ? '01' : '00'}`
+}
+
 /** The trace context of a `meta`, or undefined when it has none or a malformed one (not reported). */
 export function quietTrace(meta: { traceparent?: unknown } | null | undefined): TraceContext | undefined {
   const parsed = meta == null ? null : parseTraceparent(meta.traceparent)

@@ -308,6 +308,11 @@ export interface TelemetryOptions {
    * dependency): spans for connections, handled messages and publishes. See README "Telemetry".
    */
   tracer?: { startSpan(name: string, options?: any, context?: any): unknown }
+  /**
+   * Publishes made while a handler runs carry its trace in `meta.traceparent` (the handler's span as
+   * parent), so a client or another service continues the trace. Default `false`.
+   */
+  propagate?: boolean
   /** Events below this level are not even built. Default `'info'`. */
   level?: TelemetryLevel
   sampling?: {

@@ -23,8 +23,9 @@ export type RequestId = string | number
 const json = (value: unknown): string => JSON.stringify(value) ?? 'null'
 
 /** `{"event":…,"data":…}` */
-export function encodeEvent(event: string, data: unknown): string {
-  return `{"event":${JSON.stringify(event)},"data":${json(data)}}`
+export function encodeEvent(event: string, data: unknown, meta?: EnvelopeMeta): string {
+  if (meta === undefined) return `{"event":${JSON.stringify(event)},"data":${json(data)}}`
+  return `{"event":${JSON.stringify(event)},"data":${json(data)},"meta":${JSON.stringify(meta)}}`
 }
 
 /** `{"event":…,"data":…,"id":…}` */
