@@ -98,6 +98,30 @@ test('a connection closed normally ends its span OK; the upgrade traceparent is 
   assert.equal(parentOf(lifetime), PARENT_ID)
 })
 
+test('with a tracer and propagate, ctx.trace and outgoing traceparents name the handler span itself', async (t) => {
+  exporter.reset()
+  const h = await startServer(
+    { telemetry: { tracer, propagate: true } },
+    {
+      onConnection(conn) {
+        conn.onMessage('say', (data, ctx) => conn.publish('said', ctx.trace.spanId))
+        conn.onRequest('ask', (input, ctx) => ctx.trace.spanId)
+      },
+    },
+  )
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  ws.send(JSON.stringify({ event: 'say', data: 1, meta: { traceparent: `00-${TRACE_ID}-${PARENT_ID}-01` } }))
+  const out = await nextMessage(ws)
+  const handled = await spanWhere((s) => s.name === 'process say', 'process say')
+  assert.equal(out.data, handled.spanContext().spanId, 'ctx.trace.spanId is the span\'s id')
+  assert.equal(out.meta.traceparent, `00-${TRACE_ID}-${handled.spanContext().spanId}-01`, 'the outgoing traceparent names the handler span')
+  ws.send(JSON.stringify({ event: 'ask', data: 1, id: 9, meta: { traceparent: `00-${TRACE_ID}-${PARENT_ID}-01` } }))
+  const reply = await nextMessage(ws)
+  const asked = await spanWhere((s) => s.name === 'process ask', 'process ask')
+  assert.equal(reply.data, asked.spanContext().spanId, 'the same for requests')
+})
+
 test('telemetry needs onEvent or tracer; a tracer must look like one', async () => {
   const { createServer } = await import('../index.js')
   assert.throws(() => createServer({ telemetry: {} }), /telemetry needs onEvent \(events\) or tracer/)

@@ -50,17 +50,22 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
   }
 }
 
-/** Runs a handler inside its OpenTelemetry span (`telemetry.tracer`). */
-function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued): unknown {
+/** Runs a handler inside its OpenTelemetry span (`telemetry.tracer`); `within` wraps the run inside the span. */
+function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued, within?: (run: () => unknown) => unknown): unknown {
   const event = conn._ns.raw ? '(raw)' : (message.event as string)
-  return tracing.run(conn, event, message.request, quietTrace(message.meta), () => conn._run(handler, message))
+  const run = (): unknown => conn._run(handler, message)
+  return tracing.run(conn, event, message.request, quietTrace(message.meta), within === undefined ? run : () => within(run))
 }
 
-/** Runs a handler with its trace as the current one (`telemetry.propagate`): ctx.trace and its publishes use it. */
+/**
+ * Runs a handler with its trace as the current one (`telemetry.propagate`): ctx.trace and its
+ * publishes use it. With a tracer, the trace's span id is the handler span's, set once it exists.
+ */
 function propagated(als: AsyncLocalStorage<TraceContext>, conn: ConnectionState, handler: Handler, message: Queued, tracing: Tracing | null): unknown {
   const trace = quietTrace(message.meta)
   if (trace === undefined) return tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)
-  return als.run(trace, () => (tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)))
+  if (tracing === null) return als.run(trace, () => conn._run(handler, message))
+  return traced(tracing, conn, handler, message, (run) => als.run({ ...trace, spanId: tracing.current()?.spanId ?? trace.spanId }, run))
 }
 
 /** `ws.message.dispatched` (debug): a handler finished with a message. */

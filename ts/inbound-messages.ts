@@ -20,7 +20,8 @@ export function runMessage(conn: ConnectionState, handler: InboundHandler, messa
   const event = message.event as string
   const schema = ns.contract?.in[event]
   const meta = message.meta ?? undefined
-  const trace = meta === undefined ? undefined : (ns.server._propagation?.getStore() ?? traceOf(ns.server._telemetry, conn, meta))
+  const server = ns.server
+  const trace = meta === undefined ? undefined : (server._propagation?.getStore() ?? traceOf(server._telemetry, conn, meta, server._tracing?.current()))
   const ctx: MessageContext<Conn> = { event, meta, conn, trace }
   if (!schema) return (handler as MessageFn)(message.data, ctx)
   const result = schema['~standard'].validate(message.data)

@@ -29,12 +29,15 @@ class RequestContext implements PublicRequestContext<Conn> {
   private readonly _telemetry: Telemetry | null
   /** The handler's trace with `telemetry.propagate` (what its publishes carry). */
   private readonly _propagated: TraceContext | undefined
+  /** The OpenTelemetry span of this run (`telemetry.tracer`), read when the handler starts. */
+  private readonly _span: { spanId: string } | undefined
   readonly conn: Conn
 
   constructor(request: InboundRequest, conn: ConnectionState) {
     this._request = request
     this._telemetry = conn._ns.server._telemetry
     this._propagated = conn._ns.server._propagation?.getStore()
+    this._span = conn._ns.server._tracing?.current()
     this.conn = conn
   }
 
@@ -53,7 +56,7 @@ class RequestContext implements PublicRequestContext<Conn> {
   get trace(): TraceContext | undefined {
     if (this._trace === null) {
       const meta = this._request.meta
-      this._trace = meta == null ? undefined : (this._propagated ?? traceOf(this._telemetry, this.conn, meta))
+      this._trace = meta == null ? undefined : (this._propagated ?? traceOf(this._telemetry, this.conn, meta, this._span))
     }
     return this._trace
   }

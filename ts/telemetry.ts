@@ -77,9 +77,15 @@ export function quietTrace(meta: { traceparent?: unknown } | null | undefined): 
  * The trace context of a message's `meta` (undefined without a `traceparent`). A malformed one is
  * reported as `ws.trace.invalid` (debug) and otherwise ignored: it never rejects the message.
  */
-export function traceOf(tel: Telemetry | null, conn: Conn, meta: { traceparent?: unknown } | null | undefined): TraceContext | undefined {
+export function traceOf(
+  tel: Telemetry | null,
+  conn: Conn,
+  meta: { traceparent?: unknown } | null | undefined,
+  span?: { spanId: string } | undefined,
+): TraceContext | undefined {
   const parsed = parseTraceparent(meta?.traceparent)
-  if (parsed !== 'invalid') return parsed ?? undefined
+  // With an OpenTelemetry tracer the handler's span id is the span's own.
+  if (parsed !== 'invalid') return parsed === null ? undefined : span === undefined ? parsed : { ...parsed, spanId: span.spanId }
   if (tel !== null && tel.debug) tel.emit('ws.trace.invalid', conn, { traceparent: String(meta?.traceparent).slice(0, 128) })
   return undefined
 }

@@ -24,7 +24,7 @@ interface Span {
 }
 type Context = unknown
 interface OtelApi {
-  trace: { setSpan(ctx: Context, span: Span): Context; setSpanContext(ctx: Context, spanContext: SpanContext): Context }
+  trace: { setSpan(ctx: Context, span: Span): Context; setSpanContext(ctx: Context, spanContext: SpanContext): Context; getSpan(ctx: Context): Span | undefined }
   context: { active(): Context; with<R>(ctx: Context, fn: () => R): R }
   ROOT_CONTEXT: Context
   SpanKind: { SERVER: number; CONSUMER: number; PRODUCER: number }
@@ -126,6 +126,14 @@ export class Tracing {
       span.end()
     }
     return result
+  }
+
+  /** The span running now (a handler's, inside one), as trace ids; undefined outside any span. */
+  current(): { traceId: string; spanId: string; sampled: boolean } | undefined {
+    const span = this.api.trace.getSpan(this.api.context.active())
+    if (span === undefined) return undefined
+    const sc = span.spanContext()
+    return { traceId: sc.traceId, spanId: sc.spanId, sampled: (sc.traceFlags & 1) === 1 }
   }
 
   /** `ws.publish.send`: one publish, a child of the active span (a handler's, when made inside one). */
