@@ -22,11 +22,7 @@ export declare class NativeServer {
   broadcast(namespace: number, payload: string): number
   publishToRoom(namespace: number, room: string, payload: string): number
   publishToUser(namespace: number, user: string, payload: string): number
-  /**
-   * `connections`/`except`: ids of this process; `remote*`: global ids of other nodes'
-   * connections (a cluster carries them there).
-   */
-  publishToAudience(namespace: number, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, remoteConnections: Array<string>, remoteExcept: Array<string>, payload: string): number
+  publishToAudience(namespace: number, audience: AudienceParts, payload: string): number
   /** Ids of the members of a room (this process). */
   roomMembers(namespace: number, room: string): Array<number>
   /** Ids of a user's connections in one namespace (this process). */
@@ -35,8 +31,11 @@ export declare class NativeServer {
   namespaceCount(namespace: number): number
   /** `[connections, rooms, users]` of this process. */
   totals(): Array<number>
-  /** Closes every connection in an audience (as `publishToAudience` selects); returns how many. */
-  closeAudience(namespace: number, everyone: boolean, rooms: Array<string>, users: Array<string>, connections: Array<number>, except: Array<number>, remoteConnections: Array<string>, remoteExcept: Array<string>, code: number, reason: string): number
+  /**
+   * Closes every connection in an audience (as `publishToAudience` selects), on every node;
+   * returns how many of this process.
+   */
+  closeAudience(namespace: number, audience: AudienceParts, code: number, reason: string): number
   join(id: number, room: string): boolean
   leave(id: number, room: string): boolean
   setUser(id: number, user?: string | undefined | null): boolean
@@ -71,6 +70,20 @@ export declare class NativeServer {
   /** `[received, receivedBytes, sent, sentBytes, queued, queuedBytes]` of one connection. */
   connectionStats(id: number): Array<number> | null
   shutdown(code: number, reason: string, timeoutMs: number): void
+}
+
+/**
+ * An audience as JS passes it (`publishToAudience`, `closeConnections`): names, ids of this
+ * process (`connections`, `except`), and global ids of other nodes' connections (`remote*`,
+ * which a cluster carries to them).
+ */
+export interface AudienceParts {
+  rooms: Array<string>
+  users: Array<string>
+  connections: Array<number>
+  except: Array<number>
+  remoteConnections: Array<string>
+  remoteExcept: Array<string>
 }
 
 export interface NamespaceOptions {

@@ -157,6 +157,35 @@ fn ids(values: &[f64]) -> Vec<u64> {
     values.iter().map(|&v| v as u64).collect()
 }
 
+/// An audience as JS passes it (`publishToAudience`, `closeConnections`): names, ids of this
+/// process (`connections`, `except`), and global ids of other nodes' connections (`remote*`,
+/// which a cluster carries to them).
+#[napi(object)]
+pub struct AudienceParts {
+    pub rooms: Vec<String>,
+    pub users: Vec<String>,
+    pub connections: Vec<f64>,
+    pub except: Vec<f64>,
+    pub remote_connections: Vec<String>,
+    pub remote_except: Vec<String>,
+}
+
+impl AudienceParts {
+    /// Calls `f` with the core's view of this audience in `namespace`.
+    fn with<R>(&self, namespace: u32, f: impl FnOnce(&Audience<'_>, &RemoteIds<'_>) -> R) -> R {
+        let (connections, except) = (ids(&self.connections), ids(&self.except));
+        let local = Audience {
+            namespace: namespace as usize,
+            everyone: false,
+            rooms: &self.rooms,
+            users: &self.users,
+            connections: &connections,
+            except: &except,
+        };
+        f(&local, &RemoteIds { connections: &self.remote_connections, except: &self.remote_except })
+    }
+}
+
 /// Threadsafe function that delivers one batch (JSON text) to JS. Weak: it never keeps the
 /// process alive by itself; the JS layer holds a handle while the server listens.
 type BatchCallback = ThreadsafeFunction<(), (), String, Status, false, true>;
@@ -259,33 +288,9 @@ impl NativeServer {
         self.server.publish(Target::User, &audience, &RemoteIds::NONE, payload.as_bytes()) as u32
     }
 
-    /// `connections`/`except`: ids of this process; `remote*`: global ids of other nodes'
-    /// connections (a cluster carries them there).
     #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)] // the audience's parts
-    pub fn publish_to_audience(
-        &self,
-        namespace: u32,
-        rooms: Vec<String>,
-        users: Vec<String>,
-        connections: Vec<f64>,
-        except: Vec<f64>,
-        remote_connections: Vec<String>,
-        remote_except: Vec<String>,
-        payload: String,
-    ) -> u32 {
-        let connections = ids(&connections);
-        let except = ids(&except);
-        let audience = Audience {
-            namespace: namespace as usize,
-            everyone: false,
-            rooms: &rooms,
-            users: &users,
-            connections: &connections,
-            except: &except,
-        };
-        let remote = RemoteIds { connections: &remote_connections, except: &remote_except };
-        self.server.publish(Target::Audience, &audience, &remote, payload.as_bytes()) as u32
+    pub fn publish_to_audience(&self, namespace: u32, audience: AudienceParts, payload: String) -> u32 {
+        audience.with(namespace, |local, remote| self.server.publish(Target::Audience, local, remote, payload.as_bytes()) as u32)
     }
 
     /// Ids of the members of a room (this process).
@@ -313,27 +318,11 @@ impl NativeServer {
         vec![connections as u32, rooms as u32, users as u32]
     }
 
-    /// Closes every connection in an audience (as `publishToAudience` selects); returns how many.
+    /// Closes every connection in an audience (as `publishToAudience` selects), on every node;
+    /// returns how many of this process.
     #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)] // the audience's parts, like publish_to_audience
-    pub fn close_audience(
-        &self,
-        namespace: u32,
-        everyone: bool,
-        rooms: Vec<String>,
-        users: Vec<String>,
-        connections: Vec<f64>,
-        except: Vec<f64>,
-        remote_connections: Vec<String>,
-        remote_except: Vec<String>,
-        code: u32,
-        reason: String,
-    ) -> u32 {
-        let connections = ids(&connections);
-        let except = ids(&except);
-        let audience = Audience { namespace: namespace as usize, everyone, rooms: &rooms, users: &users, connections: &connections, except: &except };
-        let remote = RemoteIds { connections: &remote_connections, except: &remote_except };
-        self.server.close_audience(&audience, &remote, code as u16, &reason) as u32
+    pub fn close_audience(&self, namespace: u32, audience: AudienceParts, code: u32, reason: String) -> u32 {
+        audience.with(namespace, |local, remote| self.server.close_audience(local, remote, code as u16, &reason) as u32)
     }
 
     #[napi(catch_unwind)]

@@ -117,6 +117,16 @@ pub struct Traffic {
     pub queued_bytes: u64,
 }
 
+impl Traffic {
+    /// Adds `other`'s messages and bytes in and out (not its queue: that is a level, not a count).
+    pub fn add_counts(&mut self, other: &Traffic) {
+        self.received += other.received;
+        self.received_bytes += other.received_bytes;
+        self.sent += other.sent;
+        self.sent_bytes += other.sent_bytes;
+    }
+}
+
 impl Conn {
     pub fn new(
         id: u64,

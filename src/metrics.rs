@@ -90,11 +90,7 @@ impl Metrics {
             self.backpressure_closes.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(ns) = self.namespaces.get(namespace) {
-            let mut departed = ns.departed.lock();
-            departed.received += traffic.received;
-            departed.received_bytes += traffic.received_bytes;
-            departed.sent += traffic.sent;
-            departed.sent_bytes += traffic.sent_bytes;
+            ns.departed.lock().add_counts(&traffic);
         }
     }
 

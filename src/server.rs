@@ -288,10 +288,7 @@ impl Server {
             let t = conn.traffic();
             if let (Some(count), Some(sum)) = (connections.get_mut(ns), snapshot.departed.get_mut(ns)) {
                 *count += 1;
-                sum.received += t.received;
-                sum.received_bytes += t.received_bytes;
-                sum.sent += t.sent;
-                sum.sent_bytes += t.sent_bytes;
+                sum.add_counts(&t);
                 sum.queued += t.queued;
                 sum.queued_bytes += t.queued_bytes;
             }
@@ -302,10 +299,6 @@ impl Server {
     /// One connection's traffic so far (`conn.stats`).
     pub fn traffic(&self, id: u64) -> Option<crate::conn::Traffic> {
         self.fanout.connection(id).map(|c| c.traffic())
-    }
-
-    pub fn is_clustered(&self) -> bool {
-        self.cluster.is_some()
     }
 
     /// Counters of the cluster link, when there is one.

@@ -31,7 +31,6 @@ import { receiveReply, rejectPending, sendRequest } from './outbound-requests'
 import { CloseCode, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
 import type { EnvelopeMeta } from './protocol/envelope'
-import { serialise } from './publish'
 import {
   State,
   isPromiseLike,
@@ -216,8 +215,7 @@ export class Connection implements ConnectionState {
     const ns = this._ns
     const server = ns.server
     const tel = server._telemetry
-    const meta = server._outgoingMeta()
-    const payload = tel === null ? serialise(ns.contract, event, data, meta) : publishChecked(tel, this, event, data, meta)
+    const payload = server._serialise(ns, 'connection', event, data, this)
     server._metrics.connectionPublishes++
     const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
     if (tel !== null) publishedTo(tel, this, event, data, sent)
@@ -380,18 +378,6 @@ export class Connection implements ConnectionState {
     } catch (error) {
       this._ns.server._reportError(error, this)
     }
-  }
-}
-
-/** `conn.publish` with telemetry: validates and serialises, reporting `ws.publish.queued` or `.rejected`. */
-function publishChecked(tel: Telemetry, conn: Connection, event: string, data: unknown, meta: EnvelopeMeta | undefined): string {
-  try {
-    const payload = serialise(conn._ns.contract, event, data, meta)
-    if (tel.debug) tel.emit('ws.publish.queued', conn, { target: 'connection', event, bytes: payload.length, payload: tel.previewOf(data) })
-    return payload
-  } catch (error) {
-    if (tel.warn) tel.emit('ws.publish.rejected', conn, { target: 'connection', event, error: error instanceof Error ? error.message : String(error) })
-    throw error
   }
 }
 

@@ -50,22 +50,20 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
   }
 }
 
-/** Runs a handler inside its OpenTelemetry span (`telemetry.tracer`); `within` wraps the run inside the span. */
-function traced(tracing: Tracing, conn: ConnectionState, handler: Handler, message: Queued, within?: (run: () => unknown) => unknown): unknown {
-  const event = conn._ns.raw ? '(raw)' : (message.event as string)
-  const run = (): unknown => conn._run(handler, message)
-  return tracing.run(conn, event, message.request, quietTrace(message.meta), within === undefined ? run : () => within(run))
-}
-
 /**
- * Runs a handler with its trace as the current one (`telemetry.propagate`): ctx.trace and its
- * publishes use it. With a tracer, the trace's span id is the handler span's, set once it exists.
+ * Runs a handler, inside its OpenTelemetry span (`telemetry.tracer`) and with its trace current
+ * (`telemetry.propagate`: ctx.trace and its publishes use it; with a tracer, the trace's span id is
+ * the span's, which exists by the time the handler runs). The message's traceparent is read once.
  */
-function propagated(als: AsyncLocalStorage<TraceContext>, conn: ConnectionState, handler: Handler, message: Queued, tracing: Tracing | null): unknown {
+function observed(conn: ConnectionState, handler: Handler, message: Queued, tracing: Tracing | null, als: AsyncLocalStorage<TraceContext> | null): unknown {
+  const call = (): unknown => conn._run(handler, message)
   const trace = quietTrace(message.meta)
-  if (trace === undefined) return tracing === null ? conn._run(handler, message) : traced(tracing, conn, handler, message)
-  if (tracing === null) return als.run(trace, () => conn._run(handler, message))
-  return traced(tracing, conn, handler, message, (run) => als.run({ ...trace, spanId: tracing.current()?.spanId ?? trace.spanId }, run))
+  const current =
+    als === null || trace === undefined
+      ? call
+      : (): unknown => als.run(tracing === null ? trace : { ...trace, spanId: tracing.current()?.spanId ?? trace.spanId }, call)
+  if (tracing === null) return current()
+  return tracing.run(conn, conn._ns.raw ? '(raw)' : (message.event as string), message.request, trace, current)
 }
 
 /** `ws.message.dispatched` (debug): a handler finished with a message. */
@@ -134,15 +132,9 @@ export function pump(conn: ConnectionState, first?: Queued): void {
     let pending
     const timer = conn._ns.server._metrics.handlers
     const start = timer === null ? 0 : performance.now()
-    const server = conn._ns.server
-    const tracing = server._tracing
+    const { _tracing: tracing, _propagation: als } = conn._ns.server
     try {
-      pending =
-        server._propagation !== null && message.meta != null
-          ? propagated(server._propagation, conn, handler, message, tracing)
-          : tracing === null
-            ? conn._run(handler, message)
-            : traced(tracing, conn, handler, message)
+      pending = tracing === null && als === null ? conn._run(handler, message) : observed(conn, handler, message, tracing, als)
     } catch (error) {
       conn._failed(error, message)
       continue

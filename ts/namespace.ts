@@ -9,7 +9,6 @@ import type { Telemetry } from './telemetry'
 import type { Tracing } from './tracing'
 import type { NativeServer } from './native'
 import { normaliseContract, type ContractInput, type NormalisedContract } from './protocol/contract'
-import type { EnvelopeMeta } from './protocol/envelope'
 import type { TraceContext } from './types'
 import type { AsyncLocalStorage } from 'node:async_hooks'
 
@@ -31,8 +30,8 @@ export interface ConnectionHost {
   readonly _tracing: Tracing | null
   /** With `telemetry.propagate`: the trace of the handler running now (across its awaits). */
   readonly _propagation: AsyncLocalStorage<TraceContext> | null
-  /** The `meta` a publish made now carries (a handler's trace with `propagate`), if any. */
-  _outgoingMeta(): EnvelopeMeta | undefined
+  /** Validates and serialises a publish (with the `meta` it carries now); reports it to telemetry. */
+  _serialise(ns: Namespace, target: string, event: string, data: unknown, conn?: Conn): string
   readonly _maxBufferedMessages: number
   readonly _maxInflightMessages: number
   readonly _requestTimeoutMs: number

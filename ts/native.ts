@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 
 /** The generated N-API surface (binding.d.ts). */
 export type NativeBinding = typeof import('../binding')
-export type { NativeServer, ServerOptions as NativeServerOptions, NamespaceOptions as NativeNamespaceOptions } from '../binding'
+export type { AudienceParts, NativeServer, ServerOptions as NativeServerOptions, NamespaceOptions as NativeNamespaceOptions } from '../binding'
 
 const ROOT = join(__dirname, '..')
 

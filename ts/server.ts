@@ -17,7 +17,7 @@ import {
 } from './handler-store'
 import { authenticateUpgrade, takeAccepted, type Accepted, type HandshakeHost } from './handshake'
 import { DEFAULT_NAMESPACE, createNamespaces, type ConnectionHost, type Namespace } from './namespace'
-import { binding, type NativeServer } from './native'
+import { binding, type AudienceParts, type NativeServer } from './native'
 import { checkOnInvalidMessage, metricsOption, nativeOptions, nodeIdOption, positive, type InternalOptions } from './options'
 import { CloseCode, Reason, assertSendableCode } from './protocol/close-codes'
 import { hasEvent } from './protocol/contract'
@@ -396,25 +396,24 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   /** Delivers to this node's connections in an audience given with global ids (and, with `cluster.redis`, to the other nodes'). */
   _deliver(ns: Namespace, audience: BusAudience, payload: string): number {
     if (audience.everyone) return this._native.broadcast(ns.index, payload)
-    const [rooms, users, connections, except, remoteConnections, remoteExcept] = this._nativeAudience(audience)
-    return this._native.publishToAudience(ns.index, rooms, users, connections, except, remoteConnections, remoteExcept, payload)
+    return this._native.publishToAudience(ns.index, this._nativeAudience(audience), payload)
   }
 
   /**
    * The native form of an audience given with global ids: this node's ids as numbers, and (with
    * `cluster.redis` only: Rust carries them to their nodes) the other nodes' ids as given.
    */
-  _nativeAudience(audience: BusAudience): [string[], string[], number[], number[], string[], string[]] {
+  _nativeAudience(audience: BusAudience): AudienceParts {
     const localId = (id: unknown): number | undefined => this._localId(id)
     const remote = (ids: string[] | undefined): string[] => (this._redisCluster ? remoteIds(ids, this._idPrefix) : [])
-    return [
-      audience.rooms ?? [],
-      audience.users ?? [],
-      localIds(audience.connections, localId),
-      localIds(audience.except, localId),
-      remote(audience.connections),
-      remote(audience.except),
-    ]
+    return {
+      rooms: audience.rooms ?? [],
+      users: audience.users ?? [],
+      connections: localIds(audience.connections, localId),
+      except: localIds(audience.except, localId),
+      remoteConnections: remote(audience.connections),
+      remoteExcept: remote(audience.except),
+    }
   }
 
   /** A publish of another node, from the bus. */
@@ -431,8 +430,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   async closeConnections(audience: Audience, code: number = CloseCode.NORMAL, reason: string = ''): Promise<number> {
     assertSendableCode(code)
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
-    const [rooms, users, connections, except, remoteConnections, remoteExcept] = this._nativeAudience(globalAudience(audience))
-    return this._native.closeAudience(ns.index, false, rooms, users, connections, except, remoteConnections, remoteExcept, code, String(reason))
+    return this._native.closeAudience(ns.index, this._nativeAudience(globalAudience(audience)), code, String(reason))
   }
 
   shutdown(code: number = CloseCode.GOING_AWAY, reason: string = Reason.SHUTDOWN, options: ShutdownOptions = {}): Promise<void> {
