@@ -29,6 +29,10 @@ export declare class NativeServer {
   userConnections(namespace: number, user: string): Array<number>
   /** Open connections of one namespace (this process). */
   namespaceCount(namespace: number): number
+  /** The `limit` largest rooms of a namespace (this process), and how many rooms it has. */
+  largestRooms(namespace: number, limit: number): RoomSizes
+  /** Turns reporting of refused upgrades and messages (entry kind 10) on or off. */
+  setReportRejections(on: boolean): void
   /** `[connections, rooms, users]` of this process. */
   totals(): Array<number>
   /**
@@ -94,6 +98,13 @@ export interface NamespaceOptions {
   /** Request names of the contract (`requests`); absent = any request. */
   requests?: Array<string>
   raw?: boolean
+}
+
+/** `largestRooms`: parallel lists, largest room first, and the namespace's room count. */
+export interface RoomSizes {
+  total: number
+  names: Array<string>
+  sizes: Array<number>
 }
 
 /** Options as the JS layer passes them; absent fields take `Config::default()`. */

@@ -27,6 +27,14 @@ pub struct NamespaceOptions {
     pub raw: Option<bool>,
 }
 
+/// `largestRooms`: parallel lists, largest room first, and the namespace's room count.
+#[napi(object)]
+pub struct RoomSizes {
+    pub total: u32,
+    pub names: Vec<String>,
+    pub sizes: Vec<u32>,
+}
+
 /// Options as the JS layer passes them; absent fields take `Config::default()`.
 #[napi(object)]
 pub struct ServerOptions {
@@ -309,6 +317,20 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn namespace_count(&self, namespace: u32) -> u32 {
         self.server.connection_count(namespace as usize) as u32
+    }
+
+    /// The `limit` largest rooms of a namespace (this process), and how many rooms it has.
+    #[napi(catch_unwind)]
+    pub fn largest_rooms(&self, namespace: u32, limit: u32) -> RoomSizes {
+        let (total, rooms) = self.server.largest_rooms(namespace as usize, limit as usize);
+        let (names, sizes) = rooms.into_iter().map(|(name, size)| (name, size as u32)).unzip();
+        RoomSizes { total: total as u32, names, sizes }
+    }
+
+    /// Turns reporting of refused upgrades and messages (entry kind 10) on or off.
+    #[napi(catch_unwind)]
+    pub fn set_report_rejections(&self, on: bool) {
+        self.server.set_report_rejections(on);
     }
 
     /// `[connections, rooms, users]` of this process.

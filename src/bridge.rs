@@ -78,6 +78,10 @@ pub struct Bridge {
     budget: InboundBudget,
     /// Wakes the JS thread (a non-blocking threadsafe-function call in the addon).
     wake_js: Box<dyn Fn() + Send + Sync>,
+    /// Whether refused upgrades and messages refused in Rust are reported (kind 10). A switch
+    /// rather than a config value: JS turns it on when something starts listening at `warn`
+    /// after the server was created (a dashboard mounted later).
+    report_rejections: AtomicBool,
 }
 
 impl Bridge {
@@ -87,7 +91,17 @@ impl Bridge {
             wake_pending: AtomicBool::new(false),
             budget: InboundBudget::new(max_pending_bytes),
             wake_js,
+            report_rejections: AtomicBool::new(false),
         }
+    }
+
+    /// Whether rejections are reported to JS (see `report_rejections`).
+    pub fn reports_rejections(&self) -> bool {
+        self.report_rejections.load(Ordering::Relaxed)
+    }
+
+    pub fn set_report_rejections(&self, on: bool) {
+        self.report_rejections.store(on, Ordering::Relaxed);
     }
 
     /// The global inbound bound (JS releases what it handled through [`InboundBudget::release`]).

@@ -50,7 +50,8 @@ pub struct Config {
     pub authenticate: bool,
     /// Names this process in global connection ids (`"{node_id}:{n}"`).
     pub node_id: String,
-    /// Tell JS about refused upgrades and messages refused in Rust (telemetry listens).
+    /// Tell JS about refused upgrades and messages refused in Rust (telemetry listens); the
+    /// initial value of a switch JS can flip later (`Server::set_report_rejections`).
     pub report_rejections: bool,
     /// Several nodes over Redis; `None` = this process alone.
     pub cluster: Option<ClusterConfig>,

@@ -83,6 +83,8 @@ pub trait FanOut: Send + Sync {
     fn user_connections(&self, namespace: usize, user: &str) -> Vec<u64>;
     /// (connections, rooms, users) over every namespace (this process).
     fn totals(&self) -> (usize, usize, usize);
+    /// The `limit` largest rooms of `namespace` and its room count (this process).
+    fn largest_rooms(&self, namespace: usize, limit: usize) -> (usize, Vec<(String, usize)>);
 }
 
 /// The fan-out of one process.
@@ -183,6 +185,10 @@ impl FanOut for LocalFanOut {
 
     fn totals(&self) -> (usize, usize, usize) {
         self.registry.totals()
+    }
+
+    fn largest_rooms(&self, namespace: usize, limit: usize) -> (usize, Vec<(String, usize)>) {
+        self.registry.largest_rooms(namespace, limit)
     }
 }
 

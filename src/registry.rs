@@ -220,6 +220,27 @@ impl<H: Clone> Registry<H> {
         members.map_or_else(Vec::new, |set| set.keys().copied().collect())
     }
 
+    /// The `limit` largest rooms of `namespace` as (name, members), largest first (ties by name),
+    /// and how many rooms it has. For operators (the dashboard): one pass over the room map under
+    /// the read lock, keeping at most `limit` candidates, so the cost and the answer stay bounded
+    /// whatever the number of rooms.
+    pub fn largest_rooms(&self, namespace: usize, limit: usize) -> (usize, Vec<(String, usize)>) {
+        let inner = self.inner.read();
+        let Some(ns) = inner.namespaces.get(namespace) else { return (0, Vec::new()) };
+        let mut top: std::collections::BinaryHeap<std::cmp::Reverse<(usize, std::cmp::Reverse<&str>)>> =
+            std::collections::BinaryHeap::with_capacity(limit.min(ns.rooms.len()) + 1);
+        for (name, members) in &ns.rooms {
+            top.push(std::cmp::Reverse((members.len(), std::cmp::Reverse(name.as_str()))));
+            if top.len() > limit {
+                top.pop();
+            }
+        }
+        let mut rooms: Vec<(String, usize)> =
+            top.into_iter().map(|std::cmp::Reverse((size, std::cmp::Reverse(name)))| (name.to_owned(), size)).collect();
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        (ns.rooms.len(), rooms)
+    }
+
     /// Connections of one namespace.
     pub fn count_in(&self, namespace: usize) -> usize {
         self.inner.read().namespaces.get(namespace).map_or(0, |ns| ns.members.len())
@@ -346,6 +367,28 @@ mod tests {
         assert_eq!(ada, vec![3, 5]);
         assert_eq!(r.user_connections(1, "ada"), vec![9]);
         assert_eq!(r.totals(), (6, 2, 2), "room 'a' and user 'ada' in both namespaces");
+    }
+
+    #[test]
+    fn largest_rooms_keeps_the_biggest_within_the_limit() {
+        let r: Registry<u64> = Registry::new(2);
+        for id in 1..=6 {
+            r.insert(id, 0, id);
+        }
+        r.insert(7, 1, 7);
+        for id in 1..=6 {
+            r.join(id, "big");
+        }
+        for id in 1..=3 {
+            r.join(id, "mid");
+        }
+        r.join(1, "b-small");
+        r.join(2, "a-small");
+        r.join(7, "other-namespace");
+        assert_eq!(r.largest_rooms(0, 3), (4, vec![("big".into(), 6), ("mid".into(), 3), ("a-small".into(), 1)]));
+        assert_eq!(r.largest_rooms(0, 0), (4, vec![]));
+        assert_eq!(r.largest_rooms(1, 10), (1, vec![("other-namespace".into(), 1)]));
+        assert_eq!(r.largest_rooms(5, 10), (0, vec![]));
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let bridge = Arc::new(Bridge::new(config.max_pending_bytes, wake_js));
+        bridge.set_report_rejections(config.report_rejections);
         let park_bridge = bridge.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
@@ -264,6 +265,16 @@ impl Server {
     /// (connections, rooms, users) of this process.
     pub fn totals(&self) -> (usize, usize, usize) {
         self.fanout.totals()
+    }
+
+    /// The `limit` largest rooms of `namespace` and its room count (this process).
+    pub fn largest_rooms(&self, namespace: usize, limit: usize) -> (usize, Vec<(String, usize)>) {
+        self.fanout.largest_rooms(namespace, limit)
+    }
+
+    /// Starts or stops reporting rejections to JS (see [`Bridge::reports_rejections`]).
+    pub fn set_report_rejections(&self, on: bool) {
+        self.bridge.set_report_rejections(on);
     }
 
     /// Starts the close handshake with every connection in `audience`, on every node; returns

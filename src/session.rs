@@ -353,7 +353,7 @@ impl Dispatch<'_> {
                 let message = format!("Unknown request \"{}\"", envelope.event);
                 let reply = envelope::error_reply(req_id.get(), "unknown_request", &message);
                 self.ctx.metrics.rejected(self.conn.namespace());
-                if self.ctx.config.report_rejections {
+                if self.bridge().reports_rejections() {
                     self.bridge().push_message_rejected(self.conn.id, 0, &message);
                 }
                 self.conn.send(&frame::encode(frame::OP_TEXT, reply.as_bytes()));
@@ -374,7 +374,7 @@ impl Dispatch<'_> {
     fn invalid(&self, kind: Invalid) {
         self.ctx.metrics.rejected(self.conn.namespace());
         let (code, reason, error_code) = kind.close();
-        if self.ctx.config.report_rejections {
+        if self.bridge().reports_rejections() {
             self.bridge().push_message_rejected(self.conn.id, code, reason);
         }
         if self.ctx.config.reply_on_invalid {

@@ -254,7 +254,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Upgrade
 
 async fn reject(ctx: &UpgradeContext, mut stream: TcpStream, rejection: Rejection) {
     ctx.metrics.handshake_rejected(rejection.status);
-    if ctx.config.report_rejections {
+    if ctx.bridge.reports_rejections() {
         let remote = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         let reason = rejection.message.as_deref().filter(|m| !m.is_empty()).unwrap_or_else(|| handshake::status_text(rejection.status));
         ctx.bridge.push_handshake_rejected(rejection.status, reason, &remote);

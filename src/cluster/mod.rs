@@ -130,6 +130,10 @@ impl FanOut for ClusterFanOut {
     fn totals(&self) -> (usize, usize, usize) {
         self.local.totals()
     }
+
+    fn largest_rooms(&self, namespace: usize, limit: usize) -> (usize, Vec<(String, usize)>) {
+        self.local.largest_rooms(namespace, limit)
+    }
 }
 
 /// What the server keeps of its cluster.
