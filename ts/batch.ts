@@ -61,7 +61,7 @@ export interface BatchHost {
   _clusterAnswer(callId: number, answer: unknown, error: string | null): void
   _rejected(entry: RejectedEntry): void
   /** Telemetry, or null: `ws.message.received` is emitted here, at arrival. */
-  readonly _telemetry: Telemetry | null
+  readonly _telemetry: Telemetry
 }
 
 /** One wake-up from Rust: decodes the batch and dispatches it corked. */
@@ -91,14 +91,14 @@ function dispatch(host: BatchHost, entries: Entry[]): void {
         // A message for no known connection is dropped at once (its size released).
         case KIND_MESSAGE: {
           const conn = host._connections.get(entry[1])
-          if (host._telemetry !== null && host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[5], false)
+          if (host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[5], false)
           if (conn) conn._receive(entry[2], entry[3], entry[4], entry[5])
           else host._acks.release(entry[5])
           break
         }
         case KIND_REQUEST: {
           const conn = host._connections.get(entry[1])
-          if (host._telemetry !== null && host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[6], true)
+          if (host._telemetry.debug && conn) received(host._telemetry, conn, entry[2], entry[3], entry[4], entry[6], true)
           if (conn) conn._receiveRequest(entry[2], entry[3], entry[4], entry[5], entry[6])
           else host._acks.release(entry[6])
           break

@@ -218,7 +218,7 @@ export class Connection implements ConnectionState {
     const payload = server._serialise(ns, 'connection', event, data, this)
     server._metrics.connectionPublishes++
     const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
-    if (tel !== null) publishedTo(tel, this, event, data, sent)
+    if (tel.warn) publishedTo(tel, this, event, data, sent)
     server._tracing?.published(ns.name, 'connection', event, sent ? 1 : 0)
     return sent
   }

@@ -44,7 +44,7 @@ export function enqueue(conn: ConnectionState, message: Queued): void {
     conn._queue.push(message)
     // At maxInflightMessages unhandled messages Rust stops reading this socket.
     const tel = conn._ns.server._telemetry
-    if (tel !== null && tel.info && conn._queue.length === conn._ns.server._maxInflightMessages) {
+    if (tel.info && conn._queue.length === conn._ns.server._maxInflightMessages) {
       tel.emit('ws.backpressure.delayed', conn, { queued: conn._queue.length, limit: conn._ns.server._maxInflightMessages })
     }
   }
@@ -69,7 +69,7 @@ function observed(conn: ConnectionState, handler: Handler, message: Queued, trac
 /** `ws.message.dispatched` (debug): a handler finished with a message. */
 function dispatched(conn: ConnectionState, message: Queued): void {
   const tel = conn._ns.server._telemetry
-  if (tel !== null && tel.debug) tel.emit('ws.message.dispatched', conn, { event: message.event, request: message.request })
+  if (tel.debug) tel.emit('ws.message.dispatched', conn, { event: message.event, request: message.request })
 }
 
 /** Counts one handled message towards the next acknowledgement to Rust. */
@@ -250,10 +250,10 @@ function buffer(conn: ConnectionState, message: Queued): void {
   const buffered = (more(conn).buffered ??= [])
   buffered.push(message)
   const tel = conn._ns.server._telemetry
-  if (tel !== null && tel.debug) tel.emit('ws.message.buffered', conn, { event: message.event, request: message.request, buffered: buffered.length })
+  if (tel.debug) tel.emit('ws.message.buffered', conn, { event: message.event, request: message.request, buffered: buffered.length })
   if (buffered.length > conn._ns.server._maxBufferedMessages) {
     const dropped = buffered.shift() as Queued
-    if (tel !== null && tel.warn) tel.emit('ws.message.buffer.dropped', conn, { event: dropped.event, request: dropped.request, limit: conn._ns.server._maxBufferedMessages })
+    if (tel.warn) tel.emit('ws.message.buffer.dropped', conn, { event: dropped.event, request: dropped.request, limit: conn._ns.server._maxBufferedMessages })
     if (dropped.request) conn._refuse(dropped)
     drop(conn, dropped)
   }

@@ -34,7 +34,7 @@ function invalidData(conn: ConnectionState, message: QueuedMessage, issues: Read
   const server = conn._ns.server
   server._metrics.rejected[conn._ns.index]++
   const tel = server._telemetry
-  if (tel !== null && tel.warn) tel.emit('ws.message.rejected', conn, { event: message.event, reason: 'invalid_data', issues: serialisableIssues(issues), payload: tel.previewOf(message.data) })
+  if (tel.warn) tel.emit('ws.message.rejected', conn, { event: message.event, reason: 'invalid_data', issues: serialisableIssues(issues), payload: tel.previewOf(message.data) })
   if (server._replyOnInvalid) {
     const error = { code: 'invalid_data', message: Reason.INVALID_DATA, event: message.event, issues: serialisableIssues(issues) }
     server._native.send(conn._nid, encodeEvent('error', error))
@@ -48,7 +48,7 @@ function invalidData(conn: ConnectionState, message: QueuedMessage, issues: Read
 export function messageFailed(conn: ConnectionState, error: unknown, message: QueuedMessage): void {
   conn._ns.server._reportError(error, conn)
   const tel = conn._ns.server._telemetry
-  if (tel !== null) tel.emit('ws.message.failed', conn, { event: message.event, error: error instanceof Error ? error.message : String(error) })
+  if (tel.error) tel.emit('ws.message.failed', conn, { event: message.event, error: error instanceof Error ? error.message : String(error) })
   abort(conn, CloseCode.INTERNAL_ERROR, Reason.HANDLER_FAILED)
   settle(conn, message)
 }

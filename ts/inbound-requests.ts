@@ -26,7 +26,7 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
 /** What a request handler receives as its second argument. */
 class RequestContext implements PublicRequestContext<Conn> {
   private readonly _request: InboundRequest
-  private readonly _telemetry: Telemetry | null
+  private readonly _telemetry: Telemetry
   /** The handler's trace with `telemetry.propagate` (what its publishes carry). */
   private readonly _propagated: TraceContext | undefined
   /** The OpenTelemetry span of this run (`telemetry.tracer`), read when the handler starts. */
@@ -106,7 +106,7 @@ export function runRequest(conn: ConnectionState, handler: RequestFn, request: I
       if (!r.issues) return callHandler(conn, handler, request, spec, r.value)
       conn._ns.server._metrics.rejected[conn._ns.index]++
       const tel = conn._ns.server._telemetry
-      if (tel !== null && tel.warn) tel.emit('ws.message.rejected', conn, { event: request.event, request: true, reason: 'invalid_input', issues: serialisableIssues(r.issues) })
+      if (tel.warn) tel.emit('ws.message.rejected', conn, { event: request.event, request: true, reason: 'invalid_input', issues: serialisableIssues(r.issues) })
       const body = { code: RequestErrorCode.INVALID_INPUT, message: `Invalid input for request "${request.event}": ${describeIssues(r.issues)}`, issues: serialisableIssues(r.issues) }
       finishRequest(conn, request, encodeErrorReply(request.rawId, body))
       return REJECTED
@@ -169,7 +169,7 @@ function replyData(conn: ConnectionState, request: InboundRequest, value: unknow
 export function requestFailed(conn: ConnectionState, request: InboundRequest, error: unknown): void {
   if (!isPublicError(error)) conn._ns.server._reportError(error, conn)
   const tel = conn._ns.server._telemetry
-  if (tel !== null) tel.emit(isPublicError(error) ? 'ws.message.dispatched' : 'ws.message.failed', conn, { event: request.event, request: true, error: error instanceof Error ? error.message : String(error) })
+  if (tel.error) tel.emit(isPublicError(error) ? 'ws.message.dispatched' : 'ws.message.failed', conn, { event: request.event, request: true, error: error instanceof Error ? error.message : String(error) })
   if (request.done) return
   let reply
   try {

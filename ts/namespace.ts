@@ -25,7 +25,7 @@ export interface ConnectionHost {
   /** What JS counts for metrics (schema rejections, `conn.publish`, handler durations). */
   readonly _metrics: JsMetrics
   /** Telemetry events, or null when nobody listens (check `.debug`/`.info`/`.warn` before building one). */
-  readonly _telemetry: Telemetry | null
+  readonly _telemetry: Telemetry
   /** OpenTelemetry spans, or null without `telemetry.tracer`. */
   readonly _tracing: Tracing | null
   /** With `telemetry.propagate`: the trace of the handler running now (across its awaits). */

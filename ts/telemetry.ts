@@ -78,7 +78,7 @@ export function quietTrace(meta: { traceparent?: unknown } | null | undefined): 
  * reported as `ws.trace.invalid` (debug) and otherwise ignored: it never rejects the message.
  */
 export function traceOf(
-  tel: Telemetry | null,
+  tel: Telemetry,
   conn: Conn,
   meta: { traceparent?: unknown } | null | undefined,
   span?: { spanId: string } | undefined,
@@ -86,19 +86,31 @@ export function traceOf(
   const parsed = parseTraceparent(meta?.traceparent)
   // With an OpenTelemetry tracer the handler's span id is the span's own.
   if (parsed !== 'invalid') return parsed === null ? undefined : span === undefined ? parsed : { ...parsed, spanId: span.spanId }
-  if (tel !== null && tel.debug) tel.emit('ws.trace.invalid', conn, { traceparent: String(meta?.traceparent).slice(0, 128) })
+  if (tel.debug) tel.emit('ws.trace.invalid', conn, { traceparent: String(meta?.traceparent).slice(0, 128) })
   return undefined
 }
 
+/** A listener inside the server (the dashboard's recent events): no sampling, its own minimum level. */
+export type TelemetryTap = (event: TelemetryEvent) => void
+
+/**
+ * The server's one telemetry switchboard. It always exists; with no `telemetry.onEvent` and no
+ * tap every level flag is false, so each call site's `tel.debug`/`tel.warn`… check is all that
+ * runs. The app's sink gets sampling and the per-second cap; taps (added later, e.g. by a
+ * dashboard) get every event at or above their level and bound what they keep themselves.
+ */
 export class Telemetry {
-  readonly debug: boolean
-  readonly info: boolean
-  readonly warn: boolean
-  readonly error: boolean
+  debug = false
+  info = false
+  warn = false
+  error = false
   /** Events the sink threw on, and events left out by sampling or the per-second cap. */
   sinkErrors = 0
   sampledOut = 0
-  private readonly sink: (event: TelemetryEvent) => void
+  private readonly sink: ((event: TelemetryEvent) => void) | null
+  /** The app sink's minimum level (Infinity without a sink). */
+  private readonly sinkMin: number
+  private readonly taps: { min: number; fn: TelemetryTap }[] = []
   private readonly defaultRate: number
   private readonly rates: Map<string, number>
   private readonly always: Set<TelemetryLevel>
@@ -108,35 +120,52 @@ export class Telemetry {
   readonly preview: number
 
   constructor(
-    options: TelemetryOptions,
+    options: TelemetryOptions | undefined,
     private readonly nodeId: string,
   ) {
-    if (typeof options.onEvent !== 'function') throw new TypeError('option telemetry.onEvent must be a function')
-    const level = options.level ?? 'info'
+    if (options?.onEvent !== undefined && typeof options.onEvent !== 'function') throw new TypeError('option telemetry.onEvent must be a function')
+    const level = options?.level ?? 'info'
     if (!(level in LEVELS)) throw new TypeError(`option telemetry.level must be one of ${Object.keys(LEVELS).join(', ')}`)
-    const min = LEVELS[level]
-    this.debug = min <= LEVELS.debug
-    this.info = min <= LEVELS.info
-    this.warn = min <= LEVELS.warn
-    this.error = true
-    this.sink = options.onEvent as (event: TelemetryEvent) => void
-    const sampling = options.sampling ?? {}
+    this.sink = (options?.onEvent as ((event: TelemetryEvent) => void) | undefined) ?? null
+    this.sinkMin = this.sink === null ? Infinity : LEVELS[level]
+    const sampling = options?.sampling ?? {}
     this.defaultRate = rate(sampling.defaultRate, 'telemetry.sampling.defaultRate')
     this.rates = new Map(Object.entries(sampling.rateByEvent ?? {}).map(([k, v]) => [k, rate(v, `telemetry.sampling.rateByEvent['${k}']`)]))
     this.always = new Set(sampling.alwaysRecordLevels ?? ['warn', 'error'])
     const cap = sampling.maxRecordsPerSecond ?? Infinity
     if (typeof cap !== 'number' || !(cap >= 0)) throw new TypeError('option telemetry.sampling.maxRecordsPerSecond must be a non-negative number')
     this.perSecond = cap
-    const capture = options.capturePayload ?? false
+    const capture = options?.capturePayload ?? false
     if (capture !== false && capture !== 'preview') throw new TypeError("option telemetry.capturePayload must be false or 'preview'")
-    const max = options.maxPayloadPreviewBytes ?? 256
+    const max = options?.maxPayloadPreviewBytes ?? 256
     if (!Number.isInteger(max) || max < 0) throw new TypeError('option telemetry.maxPayloadPreviewBytes must be a non-negative integer')
     this.preview = capture === 'preview' ? max : -1
+    this.setFlags()
+  }
+
+  /** Adds a listener for events at `level` and above; returns its removal. */
+  tap(level: TelemetryLevel, fn: TelemetryTap): () => void {
+    const entry = { min: LEVELS[level], fn }
+    this.taps.push(entry)
+    this.setFlags()
+    return () => {
+      const i = this.taps.indexOf(entry)
+      if (i >= 0) this.taps.splice(i, 1)
+      this.setFlags()
+    }
+  }
+
+  private setFlags(): void {
+    const min = Math.min(this.sinkMin, ...this.taps.map((t) => t.min))
+    this.debug = min <= LEVELS.debug
+    this.info = min <= LEVELS.info
+    this.warn = min <= LEVELS.warn
+    this.error = min <= LEVELS.error
   }
 
   /** Whether events of `level` are recorded at all (check before building one). */
   on(level: TelemetryLevel): boolean {
-    return level === 'debug' ? this.debug : level === 'info' ? this.info : level === 'warn' ? this.warn : true
+    return level === 'debug' ? this.debug : level === 'info' ? this.info : level === 'warn' ? this.warn : this.error
   }
 
   /** A payload preview for `detail.payload` (only with `capturePayload: 'preview'`). */
@@ -151,29 +180,37 @@ export class Telemetry {
     return text.length > this.preview ? text.slice(0, this.preview) : text
   }
 
+  /** Whether the app's sink records this event: its level, then sampling and the cap. */
+  private sinkWants(name: EventName, level: TelemetryLevel): boolean {
+    if (LEVELS[level] < this.sinkMin) return false
+    if (this.always.has(level)) return true
+    const r = this.rates.get(name) ?? this.defaultRate
+    if (r < 1 && Math.random() >= r) {
+      this.sampledOut++
+      return false
+    }
+    if (this.perSecond !== Infinity) {
+      const now = Date.now()
+      if (now - this.windowStart >= 1000) {
+        this.windowStart = now
+        this.windowCount = 0
+      }
+      if (this.windowCount >= this.perSecond) {
+        this.sampledOut++
+        return false
+      }
+      this.windowCount++
+    }
+    return true
+  }
+
   /** Records `name` (the caller checked its level is on). */
   emit(name: EventName, conn: Conn | undefined, detail: Record<string, unknown>, trace?: TraceContext, levelOverride?: TelemetryLevel): void {
     const level: TelemetryLevel = levelOverride ?? EVENT_LEVELS[name]
     if (!this.on(level)) return
-    if (!this.always.has(level)) {
-      const r = this.rates.get(name) ?? this.defaultRate
-      if (r < 1 && Math.random() >= r) {
-        this.sampledOut++
-        return
-      }
-      if (this.perSecond !== Infinity) {
-        const now = Date.now()
-        if (now - this.windowStart >= 1000) {
-          this.windowStart = now
-          this.windowCount = 0
-        }
-        if (this.windowCount >= this.perSecond) {
-          this.sampledOut++
-          return
-        }
-        this.windowCount++
-      }
-    }
+    const toSink = this.sinkWants(name, level)
+    const rank = LEVELS[level]
+    if (!toSink && !this.taps.some((t) => t.min <= rank)) return
     const event: TelemetryEvent = {
       name,
       level,
@@ -188,10 +225,15 @@ export class Telemetry {
       sampled: trace?.sampled,
       detail,
     }
-    try {
-      this.sink(event)
-    } catch {
-      this.sinkErrors++
+    if (toSink) {
+      try {
+        this.sink!(event)
+      } catch {
+        this.sinkErrors++
+      }
+    }
+    for (const tap of this.taps) {
+      if (tap.min <= rank) tap.fn(event)
     }
   }
 }
