@@ -28,6 +28,8 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { EVENT_LEVELS, Telemetry, formatTraceparent, type EventName } from './telemetry'
 import type { EnvelopeMeta } from './protocol/envelope'
 import { Tracing } from './tracing'
+import { Collector } from './dashboard/collector'
+import { checkDashboardOptions, createDashboardHandler, type DashboardHost } from './dashboard/handler'
 import { LocalPresence, type PresenceHost } from './presence'
 import { globalAudience, localIds, remoteIds, serialise } from './publish'
 import { isPromiseLike } from './state'
@@ -36,6 +38,8 @@ import type {
   AuthResult,
   BusAudience,
   BusMessage,
+  DashboardHandler,
+  DashboardOptions,
   Server as PublicServer,
   ServerStats,
   ShutdownOptions,
@@ -80,7 +84,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _exposeErrors: boolean
   readonly _stats: { unknownReplies: number; droppedMessages: number; busPublishErrors: number; busReceived: number }
   readonly _metrics: JsMetrics
-  readonly _telemetry: Telemetry | null
+  readonly _telemetry: Telemetry
   readonly _tracing: Tracing | null
   readonly _propagation: AsyncLocalStorage<TraceContext> | null
   readonly _replyOnInvalid: boolean
@@ -100,6 +104,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _redisCluster: boolean
   /** The other nodes, through the application's bus (`cluster.bus`); undefined for one node. */
   readonly _bus: BusLink | undefined
+  /** The dashboard's sampler and event log, made by the first `dashboardHandler` call. */
+  _collector: Collector | undefined
 
   constructor(options: InternalOptions = {}) {
     this._nodeId = nodeIdOption(options.nodeId)
@@ -123,7 +129,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     if (tel !== undefined && (tel === null || typeof tel !== 'object' || (tel.onEvent === undefined && tel.tracer === undefined))) {
       throw new TypeError('option telemetry needs onEvent (events) or tracer (OpenTelemetry spans)')
     }
-    this._telemetry = tel?.onEvent === undefined ? null : new Telemetry(tel, this._nodeId)
+    this._telemetry = new Telemetry(tel, this._nodeId)
     this._tracing = tel?.tracer === undefined ? null : new Tracing(tel.tracer)
     if (tel?.propagate !== undefined && typeof tel.propagate !== 'boolean') throw new TypeError('option telemetry.propagate must be a boolean')
     this._propagation = tel?.propagate === true ? new AsyncLocalStorage<TraceContext>() : null
@@ -142,13 +148,14 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     }
     checkOnInvalidMessage(options.onInvalidMessage)
     const native = nativeOptions(options, this._nodeId, this._namespaces, this._replyOnInvalid, this._authenticate !== undefined)
-    native.reportRejections = this._telemetry?.warn === true
+    native.reportRejections = this._telemetry.warn
     this._redisCluster = native.clusterRedisUrl !== undefined
     this._native = new binding.NativeServer(native, (json) => onBatch(this, json))
     this.presence = this._redisCluster ? new ClusterPresence(this) : new LocalPresence(this)
     const cluster = (options as { cluster?: { bus?: unknown } }).cluster
     const bus = checkBus(cluster?.bus)
     this._bus = bus === undefined ? undefined : new BusLink(bus, this)
+    this._collector = undefined
   }
 
   /** Bound port (undefined before `listen()` resolves, as documented). */
@@ -188,6 +195,22 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       busPublishErrors: this._stats.busPublishErrors,
       ...this._redisStats(native.cluster),
     }
+  }
+
+  /** The dashboard's listener (ts/dashboard/): every call shares one collector, made on the first. */
+  dashboardHandler(options: DashboardOptions): DashboardHandler {
+    checkDashboardOptions(options)
+    this._collector ??= new Collector(this)
+    const host: DashboardHost = {
+      closeConnection: (id, code, reason) => {
+        const conn = this.getConnection(id)
+        if (conn === undefined || !conn.isOpen) return false
+        conn.close(code, reason)
+        return true
+      },
+      reportError: (error) => this._reportError(error),
+    }
+    return createDashboardHandler(this._collector, host, options)
   }
 
   /** Prometheus text of every counter; see README "Metrics". */
@@ -351,7 +374,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   _serialise(ns: Namespace, target: string, event: string, data: unknown, conn?: Conn): string {
     const tel = this._telemetry
     const meta = this._outgoingMeta()
-    if (tel === null) return serialise(ns.contract, event, data, meta)
+    if (!tel.warn) return serialise(ns.contract, event, data, meta)
     try {
       const payload = serialise(ns.contract, event, data, meta)
       if (tel.debug) tel.emit('ws.publish.queued', conn, { namespace: ns.name, target, event, bytes: payload.length, payload: tel.previewOf(data) })
@@ -370,7 +393,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   /** `ws.publish.sent` (debug) with how many connections of this node it reached; returns that count. */
   _published(ns: Namespace, target: string, event: string, data: unknown, delivered: number): number {
     const tel = this._telemetry
-    if (tel !== null && tel.debug) tel.emit('ws.publish.sent', undefined, { namespace: ns.name, target, event, delivered, payload: tel.previewOf(data) })
+    if (tel.debug) tel.emit('ws.publish.sent', undefined, { namespace: ns.name, target, event, delivered, payload: tel.previewOf(data) })
     this._tracing?.published(ns.name, target, event, delivered)
     return delivered
   }
@@ -378,7 +401,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   /** Rejections Rust made (reported only when telemetry listens at warn). */
   _rejected(entry: RejectedEntry): void {
     const tel = this._telemetry
-    if (tel === null || !tel.warn) return
+    if (!tel.warn) return
     if (entry[1] === 0) {
       tel.emit('ws.handshake.rejected', undefined, { status: entry[2], reason: entry[3], remoteAddress: entry[4] })
     } else {
@@ -390,7 +413,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   /** An event for a connection at its level, if telemetry listens there. */
   _event(name: EventName, conn: Conn | undefined, detail: Record<string, unknown>, level?: TelemetryLevel): void {
     const tel = this._telemetry
-    if (tel !== null && tel.on(level ?? EVENT_LEVELS[name])) tel.emit(name, conn, detail, undefined, level)
+    if (tel.on(level ?? EVENT_LEVELS[name])) tel.emit(name, conn, detail, undefined, level)
   }
 
   /** Delivers to this node's connections in an audience given with global ids (and, with `cluster.redis`, to the other nodes'). */
@@ -496,7 +519,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     const conn = new Connection(this._namespaces[nsIndex], id, request, entry[3], entry[6] ?? undefined, userId ?? undefined, data, openedAt)
     this._connections.set(id, conn)
     const tel = this._telemetry
-    if (tel !== null && tel.info) tel.emit('ws.connection.opened', conn, { remoteAddress: entry[3], protocol: entry[6] ?? undefined }, conn.trace)
+    if (tel.info) tel.emit('ws.connection.opened', conn, { remoteAddress: entry[3], protocol: entry[6] ?? undefined }, conn.trace)
     this._tracing?.opened(conn, entry[3])
     for (const handler of this._connectionHandlers[nsIndex]) {
       try {
@@ -520,7 +543,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     if (!conn) return
     this._connections.delete(id)
     this._acks.forget(id)
-    if (this._telemetry !== null) closedEvents(this._telemetry, conn, code, reason, abandoned)
+    if (this._telemetry.warn) closedEvents(this._telemetry, conn, code, reason, abandoned)
     this._tracing?.closed(conn, code, reason)
     conn._closed(code, reason, abandoned)
   }
@@ -531,6 +554,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
 
   _finishShutdown(): void {
     // Anything Rust queued before completion (close events) is already in this batch.
+    this._collector?.stop()
     clearInterval(this._keepAlive)
     this._keepAlive = undefined
     this._shutdownResolve?.()

@@ -563,6 +563,37 @@ export interface UpgradeIncomingMessage {
   rawHeaders: string[]
 }
 
+/** The request as `dashboardHandler` reads it: Node's `IncomingMessage` (Express's and Fastify's `request.raw` are ones). */
+export interface DashboardRequest {
+  method?: string
+  url?: string
+  headers: Record<string, string | string[] | undefined>
+}
+
+/** The response as `dashboardHandler` writes it: Node's `ServerResponse`. */
+export interface DashboardResponse {
+  statusCode: number
+  readonly headersSent?: boolean
+  setHeader(name: string, value: string): unknown
+  end(body?: string): unknown
+}
+
+/** A Node request listener; also an Express middleware (`app.use('/dashboard', handler)`). */
+export type DashboardHandler = (request: DashboardRequest, response: DashboardResponse) => void
+
+export interface DashboardOptions {
+  /**
+   * Decides, for every request to the dashboard (page, files and API), whether it is served;
+   * false answers 403. Required: the dashboard shows connection ids, user ids, rooms and
+   * addresses.
+   */
+  authorize(request: DashboardRequest): boolean | Promise<boolean>
+  /** Let operators close a connection from the page (code 1008). Default `false`: read-only. */
+  allowActions?: boolean
+  /** Largest rooms listed per namespace. Default 50, at most 1000. */
+  maxRooms?: number
+}
+
 export interface Server<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined> {
   /** Bound port (after `listen()` resolves). */
   readonly port: number
@@ -616,6 +647,14 @@ export interface Server<C extends Contract = UntypedContract, NS extends Record<
   publishToUser<K extends keyof NS & string, E extends OutEvent<NS[K]>>(userId: string, event: E, data: OutData<NS[K], E>, namespace: K): number
   publishToAudience<E extends OutEvent<C>>(audience: Audience<'/'> & { namespace?: '/' }, event: E, data: OutData<C, E>): number
   publishToAudience<K extends keyof NS & string, E extends OutEvent<NS[K]>>(audience: Audience<K> & { namespace: K }, event: E, data: OutData<NS[K], E>): number
+
+  /**
+   * A live dashboard for operators (README "Dashboard"): connections, namespaces, rooms, message
+   * and byte rates, recent warn/error events, connection lookup. Mount the returned listener on
+   * any path of the app's HTTP server. The first call starts a once-a-second sampler that the
+   * server's shutdown stops.
+   */
+  dashboardHandler(options: DashboardOptions): DashboardHandler
 
   /** Stop accepting, flush queues, close every connection with `code`/`reason`, terminate stragglers after `timeoutMs`. */
   shutdown(code?: number, reason?: string, options?: ShutdownOptions): Promise<void>

@@ -26,6 +26,7 @@ const chat = defineContract({
 })
 
 const REDIS_URL = process.env.REDIS_URL
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1'])
 
 async function main() {
   const cluster = REDIS_URL ? { redis: REDIS_URL, prefix: 'chat-example' } : undefined
@@ -60,7 +61,10 @@ async function main() {
   await ws.listen()
 
   const page = fs.readFileSync(path.join(__dirname, 'index.html'), 'utf8')
+  // The operators' dashboard at /dashboard/, for this machine only (a real app checks its own auth).
+  const dashboard = ws.dashboardHandler({ authorize: (req) => LOOPBACK.has(req.socket.remoteAddress) })
   const web = http.createServer((req, res) => {
+    if (req.url === '/dashboard' || req.url.startsWith('/dashboard/')) return dashboard(req, res)
     if (req.method === 'GET' && (req.url === '/' || req.url.startsWith('/?'))) {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
       res.end(page.replace('__WS_PORT__', String(ws.port)))
@@ -70,7 +74,7 @@ async function main() {
   })
   await new Promise((resolve) => web.listen(PORT, HOST, resolve))
   const url = `http://${HOST === '0.0.0.0' ? '127.0.0.1' : HOST}:${web.address().port}/`
-  console.log(`chat example: open ${url} in two browser tabs (WebSocket on port ${ws.port}${REDIS_URL ? `, node ${ws.nodeId} of a cluster on ${REDIS_URL}` : ''})`)
+  console.log(`chat example: open ${url} in two browser tabs (WebSocket on port ${ws.port}${REDIS_URL ? `, node ${ws.nodeId} of a cluster on ${REDIS_URL}` : ''}); dashboard at ${url}dashboard/`)
 
   const stop = async () => {
     web.close()
