@@ -168,7 +168,7 @@ test('a schema that cannot be converted becomes {} with a description, and the d
   await parseValid(withOption)
 })
 
-test('without ~standard.jsonSchema, a toJSONSchema method (zod before 4.2) is used, asked for input or output', async () => {
+test('without ~standard.jsonSchema, a toJSONSchema method (older zod 4 releases) is used, asked for input or output', async () => {
   const calls = []
   const schema = {
     '~standard': { version: 1, vendor: 'zod', validate: (value) => ({ value }) },

@@ -377,7 +377,7 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
 
 /**
  * The draft-07 JSON Schema of `schema`'s input or output: through the Standard JSON Schema interface
- * (`~standard.jsonSchema`, zod ≥ 4.2, …), else a zod 4 `toJSONSchema` method, else the caller's
+ * (`~standard.jsonSchema`: recent zod 4, valibot, ArkType …), else a zod 4 `toJSONSchema` method, else the caller's
  * converter, else `{}` with a description. Never throws.
  */
 function convert(
