@@ -130,6 +130,21 @@ test('a server with two namespaces exports one channel per namespace path', asyn
   assert.equal(Object.values(doc.channels.default.messages).length, 6)
 })
 
+test("with onInvalidMessage: 'reply' every channel has the server's error event", async () => {
+  const server = createServer({ port: 0, contract: chat, namespaces: { other: defineContract({ in: { ping: z.null() } }) }, onInvalidMessage: 'reply' })
+  const doc = exportAsyncAPI(server, { title: 'Errors', version: '1.0.0' })
+  for (const channel of ['default', 'other']) {
+    const error = channelMessage(doc, channel, 'error')
+    assert.deepEqual(error.payload.properties.event, { const: 'error' })
+    assert.deepEqual(deref(doc, error.payload.properties.data.$ref).properties.code.enum, ['invalid_payload', 'unknown_event', 'invalid_data'])
+  }
+  const parsed = await parseValid(doc)
+  assert.equal(parsed.operations().all().filter((op) => op.action() === 'send' && op.messages().all()[0].name() === 'error').length, 2)
+  // Without the option there is none.
+  const plain = exportAsyncAPI(createServer({ port: 0, contract: chat }), { title: 'Errors', version: '1.0.0' })
+  assert.ok(!Object.values(plain.components.messages).some((m) => m.name === 'error'))
+})
+
 test('namespaces sharing a contract share its messages; untyped namespaces get a channel without messages', async () => {
   const server = createServer({ port: 0, contract: chat, namespaces: { copy: chat, free: null } })
   const doc = exportAsyncAPI(server, { title: 'Shared', version: '1.0.0' })

@@ -104,6 +104,7 @@ const PERSPECTIVE =
 const META = 'ferrosocket.EnvelopeMeta'
 const REQUEST_ID = 'ferrosocket.RequestId'
 const ERROR_BODY = 'ferrosocket.ErrorBody'
+const INVALID_INPUT = 'ferrosocket.InvalidInput'
 const SHARED_SCHEMAS: Record<string, JSONSchema> = {
   [META]: {
     type: 'object',
@@ -111,6 +112,17 @@ const SHARED_SCHEMAS: Record<string, JSONSchema> = {
     properties: { traceparent: { type: 'string' }, tracestate: { type: 'string' } },
   },
   [REQUEST_ID]: { type: ['string', 'number'], description: 'Chosen by the asking side; echoed in the reply.' },
+  [INVALID_INPUT]: {
+    type: 'object',
+    description: "What a server with onInvalidMessage: 'reply' sends instead of closing the connection.",
+    properties: {
+      code: { enum: ['invalid_payload', 'unknown_event', 'invalid_data'] },
+      message: { type: 'string' },
+      event: { type: 'string', description: 'The event whose data failed its schema (invalid_data).' },
+      issues: { type: 'array', items: { type: 'object', properties: { message: { type: 'string' }, path: { type: 'array', items: { type: ['string', 'number'] } } }, required: ['message'] } },
+    },
+    required: ['code', 'message'],
+  },
   [ERROR_BODY]: {
     type: 'object',
     properties: {
@@ -155,23 +167,26 @@ interface NamespaceView {
   path: string
   contract: Partial<Contract> | null
   raw: boolean
+  /** The server answers invalid input with an `error` event (`onInvalidMessage: 'reply'`). */
+  replyOnInvalid: boolean
 }
 
 /** The namespaces of a server (recognised by its `_namespaces` records), or one for a contract. */
 function namespacesOf(source: AsyncAPISource, address: string): NamespaceView[] {
-  const records = (source as { _namespaces?: unknown })._namespaces
+  const { _namespaces: records, _replyOnInvalid: replyOnInvalid } = source as { _namespaces?: unknown; _replyOnInvalid?: unknown }
   if (Array.isArray(records)) {
     return records.map((ns: { name: string; path: string; contract: Partial<Contract> | null; raw: boolean }) => ({
       name: ns.name,
       path: ns.path,
       contract: ns.contract,
       raw: ns.raw,
+      replyOnInvalid: replyOnInvalid === true,
     }))
   }
   if (source === null || typeof source !== 'object') {
     throw new TypeError('exportAsyncAPI: expected a contract (defineContract) or a server (createServer)')
   }
-  return [{ name: '/', path: address, contract: source as Partial<Contract>, raw: false }]
+  return [{ name: '/', path: address, contract: source as Partial<Contract>, raw: false, replyOnInvalid: false }]
 }
 
 function serverObject(name: string, server: AsyncAPIServer): Record<string, unknown> {
@@ -338,6 +353,21 @@ class Exporter {
           summary: direction === 'receive' ? `Clients send ${event}` : `The server sends ${event}`,
           messages: [messageRef(key)],
         }
+      }
+    }
+
+    if (ns.replyOnInvalid) {
+      const key = message('ferrosocket.error', () => ({
+        name: 'error',
+        title: 'error',
+        summary: "Invalid input answered instead of closing the connection (onInvalidMessage: 'reply')",
+        payload: envelope('error', schemaRef(INVALID_INPUT), 'send', false),
+      }))
+      this.operations[unique(new Set(Object.keys(this.operations)), `${channelId}.ferrosocket.error`)] = {
+        action: 'send',
+        channel: channelRef,
+        summary: 'The server answers invalid input with an error event',
+        messages: [messageRef(key)],
       }
     }
 
