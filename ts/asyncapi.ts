@@ -148,6 +148,17 @@ function pointer(segment: string): string {
   return segment.replace(/~/g, '~0').replace(/\//g, '~1')
 }
 
+/** A JSON Pointer segment as a name: percent-decoded (as URI fragments are), `~1` and `~0` unescaped. */
+function unescapeSegment(segment: string): string {
+  let decoded = segment
+  try {
+    decoded = decodeURIComponent(segment)
+  } catch {
+    // not percent-encoded after all
+  }
+  return decoded.replace(/~1/g, '/').replace(/~0/g, '~')
+}
+
 /** A key AsyncAPI accepts for components and ids: `[A-Za-z0-9_.-]+`. */
 function safeKey(name: string): string {
   const key = name.replace(/[^A-Za-z0-9_.-]/g, '_')
@@ -259,7 +270,7 @@ class Exporter {
       if (!ref.startsWith('#')) return ref
       const m = /^#\/(definitions|\$defs)\/([^/]*)(.*)$/.exec(ref)
       if (m) {
-        const name = decodeURIComponent(m[2]).replace(/~1/g, '/').replace(/~0/g, '~')
+        const name = unescapeSegment(m[2])
         const key = defKeys.get(name)
         if (key !== undefined) return `#/components/schemas/${pointer(key)}${m[3]}`
       }
@@ -426,8 +437,14 @@ function convert(
     }
     return undefined
   }
-  const standard = (schema as { '~standard'?: { vendor?: unknown; jsonSchema?: Record<string, unknown> } })['~standard']
-  const converter = standard?.jsonSchema?.[context.io]
+  let standard: { vendor?: unknown; jsonSchema?: Record<string, unknown> } | undefined
+  let converter: unknown
+  try {
+    standard = (schema as { '~standard'?: typeof standard })['~standard']
+    converter = standard?.jsonSchema?.[context.io]
+  } catch (error) {
+    failures.push(`~standard: ${error instanceof Error ? error.message : String(error)}`)
+  }
   if (typeof converter === 'function') {
     const found = attempt('~standard.jsonSchema', () => converter({ target: 'draft-07' }))
     if (found) return found
