@@ -4,6 +4,6 @@
 // lib/index.d.ts. A plain object, as always (no __esModule marker, no getters), in the shorthand
 // form Node's ESM loader reads named exports from.
 
-const { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE, __testing } = require('./lib/index')
+const { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE, exportAsyncAPI, __testing } = require('./lib/index')
 
-module.exports = { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE, __testing }
+module.exports = { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE, exportAsyncAPI, __testing }

@@ -3,5 +3,5 @@
 // detection of CommonJS exports.
 import ferrosocket from './index.js'
 
-export const { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE } = ferrosocket
+export const { createServer, defineContract, CloseCode, RequestError, RequestErrorCode, METRICS_CONTENT_TYPE, exportAsyncAPI } = ferrosocket
 export default ferrosocket

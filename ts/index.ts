@@ -9,6 +9,8 @@ export { CloseCode } from './protocol/close-codes'
 export { defineContract } from './protocol/contract'
 export { RequestError, RequestErrorCode } from './protocol/request-error'
 export { METRICS_CONTENT_TYPE } from './metrics'
+export { exportAsyncAPI } from './asyncapi'
+export type { AsyncAPIDocument, AsyncAPIOptions, AsyncAPISchemaContext, AsyncAPIServer, AsyncAPISource, JSONSchema } from './asyncapi'
 
 export function createServer<C extends Contract = UntypedContract, NS extends Record<string, Contract> = {}, D = undefined>(
   options?: ServerOptions<C, NS, D>,
