@@ -265,7 +265,7 @@ test('mounts under Express (app.use) and Fastify (reply.raw)', async (t) => {
 test('the page in headless Chromium shows live counts, rooms, events, a chart, and looks a connection up', { skip: !hasBrowser && `no Chromium at ${CHROMIUM}` }, async (t) => {
   const { chromium } = await import('playwright-core')
   const h = await start(t)
-  const base = await mount(t, h.server.dashboardHandler({ authorize: () => true, allowActions: true }))
+  const base = await mount(t, h.server.dashboardHandler({ authorize: (req) => /(^|; )ops=letmein(;|$)/.test(req.headers.cookie ?? ''), allowActions: true }))
   const alice = await connect(`${h.url()}?rooms=kitchen,hall&user=alice`)
   const aliceConn = await h.nextConnection()
   const bob = await connect(`${h.url()}?rooms=kitchen&user=bob`)
@@ -281,6 +281,12 @@ test('the page in headless Chromium shows live counts, rooms, events, a chart, a
   const problems = []
   page.on('pageerror', (e) => problems.push(e.message))
   page.on('console', (m) => m.type() === 'error' && problems.push(m.text()))
+  // Refused without the app's cookie: the browser gets a 403 and no dashboard.
+  const refused = await page.goto(`${base}/dash/`)
+  assert.equal(refused.status(), 403)
+  assert.equal(await page.locator('#live').count(), 0)
+  await page.context().addCookies([{ name: 'ops', value: 'letmein', url: base }])
+  problems.length = 0 // the 403 was logged as a failed resource load
   await page.goto(`${base}/dash/`)
   await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 })
   await page.locator('#c-connections', { hasText: /^2$/ }).waitFor({ timeout: 10_000 })
@@ -292,6 +298,12 @@ test('the page in headless Chromium shows live counts, rooms, events, a chart, a
   for (let i = 0; i < 20; i++) send(alice, 'say', i)
   await collect(alice, 20)
   await page.locator('#c-in-rate').filter({ hasNotText: /^(0|–)$/ }).waitFor({ timeout: 10_000 })
+  // The namespace row shows the server's own counters once a poll after the traffic lands.
+  const { messagesReceived, messagesSent } = h.server.stats
+  assert.equal(messagesReceived, 21, "20 from alice and the rejected one")
+  const nsRow = page.locator('#namespaces tbody tr').filter({ has: cell(1, /^\/$/) })
+  await nsRow.filter({ has: cell(4, new RegExp(`^${messagesReceived}$`)) }).filter({ has: cell(5, new RegExp(`^${messagesSent}$`)) }).waitFor({ timeout: 10_000 })
+  assert.equal(await page.locator('#c-connections').textContent(), String(h.server.connectionCount))
   const inked = await page.evaluate(() => {
     const canvas = document.getElementById('chart-messages')
     const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data
