@@ -49,7 +49,8 @@ const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferros
 Peers: ws (+bufferutil) and socketio from bench/node_modules (installed on first run), ferrosocket
 from the repository root (needs the addon built: npm run build), uws when $UWS_DIR points to a
 /work/shared/peers/get-uws.sh install. Only when named: ferrosocket-telemetry (telemetry on at info, a
-no-op sink) and ferrosocket-scraped (the same, plus server.metrics() every second).`
+no-op sink), ferrosocket-scraped (the same, plus server.metrics() every second) and
+ferrosocket-dashboard (the dashboard mounted, its state fetched over HTTP every second).`
 
 function parseArgs(argv) {
   const o = { quick: false, pin: true, out: path.join(BENCH, 'results') }
@@ -178,6 +179,14 @@ const PEERS = {
     path: '/ws',
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
   },
+  // The operators' dashboard mounted, with a page open: its state polled once a second over HTTP.
+  'ferrosocket-dashboard': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_DASHBOARD_POLL_MS: '1000' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
   'ferrosocket-conn': {
     script: 'ferrosocket-conn.js',
     proto: 'plain',
@@ -211,7 +220,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-dashboard', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
 function peerVersion(name) {
   const read = (p) => {

@@ -9,9 +9,21 @@
 // Observability variants (the `ferrosocket-telemetry` and `ferrosocket-scraped` peers of run.js):
 //   FERROSOCKET_TELEMETRY=<level>  telemetry on at that level with a sink that does nothing
 //   FERROSOCKET_SCRAPE_MS=<ms>     server.metrics() called that often (a Prometheus scrape)
+//   FERROSOCKET_DASHBOARD_POLL_MS=<ms>  the dashboard mounted on a local HTTP server and its
+//                                  ./api/state fetched that often (an operator's open page)
 const path = require('path')
 const { createServer } = require(path.join(__dirname, '..', '..', 'index.js'))
 const { port, host, listening, onExit } = require('./common')
+
+async function openDashboard(server, pollMs) {
+  const http = require('http')
+  const dashboard = server.dashboardHandler({ authorize: () => true })
+  const web = http.createServer((req, res) => dashboard(req, res))
+  await new Promise((resolve) => web.listen(0, '127.0.0.1', resolve))
+  web.unref()
+  const url = `http://127.0.0.1:${web.address().port}/dashboard/api/state`
+  setInterval(() => http.get(url, (res) => res.resume()).on('error', () => {}), pollMs).unref()
+}
 
 async function main() {
   const level = process.env.FERROSOCKET_TELEMETRY
@@ -19,6 +31,8 @@ async function main() {
   const server = createServer({ port: port(), host: host(), path: '/ws', telemetry })
   const scrapeMs = Number(process.env.FERROSOCKET_SCRAPE_MS)
   if (scrapeMs > 0) setInterval(() => void server.metrics(), scrapeMs).unref()
+  const pollMs = Number(process.env.FERROSOCKET_DASHBOARD_POLL_MS)
+  if (pollMs > 0) await openDashboard(server, pollMs)
   server.onMessage('echo', (d, { conn }) => conn.publish('echo', d))
   server.onMessage('sub', (d, { conn }) => {
     conn.join(d.room)
