@@ -139,6 +139,28 @@ test('events both ways; requests both ways with replies, error replies and unkno
   assert.equal(c.stats.pendingRequests, 0)
 })
 
+test('maxPendingRequests bounds requests awaiting replies and server requests answered at once', async (t) => {
+  const arrived = new AsyncQueue('slow requests')
+  const h = await startServer({ contract: chat, requestTimeoutMs: 0 }, { onConnection: chatHandlers({ slow: arrived }) })
+  t.after(() => h.close())
+  const { c } = client(t, chat, h.url(), { maxPendingRequests: 1 })
+  await c.opened()
+  const conn = await h.nextConnection()
+  const first = c.request('slow', null)
+  await assert.rejects(c.request('add', { a: 1, b: 1 }), (e) => e instanceof RequestError && e.code === 'unavailable')
+  ;(await arrived.next())('done')
+  assert.equal(await first, 'done')
+  assert.equal(await c.request('add', { a: 1, b: 1 }), 2) // room again
+
+  const answer = deferred()
+  c.onRequest('confirm', () => answer.promise)
+  const running = conn.request('confirm', { question: 'a' }, { timeoutMs: 2000 })
+  await assert.rejects(conn.request('confirm', { question: 'b' }, { timeoutMs: 2000 }), (e) => e.code === 'unavailable')
+  answer.resolve(true)
+  assert.equal(await running, true)
+  assert.equal(await conn.request('confirm', { question: 'c' }, { timeoutMs: 2000 }), true)
+})
+
 test('a request not answered in time rejects `timeout`; a late reply is counted, not delivered', async (t) => {
   const slow = []
   const arrived = new AsyncQueue('slow requests')

@@ -60,6 +60,8 @@ export class ClientImpl implements Client<UntypedContract> {
   private invalid = 0
   private opens = 0
   private readonly maxListeners: number
+  /** Server → client requests answered at once (`maxPendingRequests` bounds these too). */
+  private readonly maxAnswering: number
   private readonly requestTimeoutMs: number
   private readonly validate: boolean
   private readonly exposeErrors: boolean
@@ -78,6 +80,7 @@ export class ClientImpl implements Client<UntypedContract> {
     this.maxListeners = nonNegative(options.maxListeners ?? 100, 'maxListeners')
     this.queue = new SendQueue(options.maxQueued ?? 1000)
     this.pending = new PendingRequests(options.maxPendingRequests ?? 1000)
+    this.maxAnswering = options.maxPendingRequests ?? 1000
     this.validate = options.validate === true
     this.exposeErrors = options.exposeErrors === true
     this.reportError = options.onError ?? ((error) => console.error('ferrosocket client:', error))
@@ -443,6 +446,10 @@ export class ClientImpl implements Client<UntypedContract> {
     const schemas = this.validate && this.contract ? this.contract.clientRequests[name] : undefined
     if (!handler || (this.validate && this.contract && !hasEvent(this.contract.clientRequests, name))) {
       reply(encodeErrorReply(idJson, { code: RequestErrorCode.UNKNOWN_REQUEST, message: `Unknown request "${name}"` }))
+      return
+    }
+    if (this.answering.size >= this.maxAnswering) {
+      reply(encodeErrorReply(idJson, { code: RequestErrorCode.UNAVAILABLE, message: `Request "${name}" refused: ${this.maxAnswering} requests are already being answered` }))
       return
     }
     let input = frame.data

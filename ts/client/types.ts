@@ -94,7 +94,7 @@ export interface ClientOptions extends TransportConnectOptions {
   requestTimeoutMs?: number
   /** Frames kept while not connected (oldest dropped, counted in `stats.dropped`). Default `1000`. */
   maxQueued?: number
-  /** Requests awaiting a reply; past it `request` rejects with `unavailable`. Default `1000`. */
+  /** Requests awaiting a reply; past it `request` rejects with `unavailable`. Also bounds the server's requests being answered at once (more are answered `unavailable`). Default `1000`. */
   maxPendingRequests?: number
   /** Listeners per event (and `onState` listeners); past it `on` throws a RangeError. Default `100`. */
   maxListeners?: number
