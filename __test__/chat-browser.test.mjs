@@ -2,12 +2,14 @@
 // same room and chat; a third tab in another room sees none of it. Chromium is found at
 // $CHROMIUM_PATH or /usr/bin/chromium (.ci/run installs Debian's package); where there is none the
 // test is skipped with a message, so `npm test` still passes on a machine without a browser.
+// The page uses ferrosocket/client (ES modules, no bundler): in the middle the server process is
+// restarted on the same WebSocket port, and the pages reconnect, re-join their rooms and chat on.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { startPrintingUrl } from './helpers.mjs'
+import { startPrintingUrl, waitExit } from './helpers.mjs'
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -25,9 +27,12 @@ async function openTab(browser, url, name, room) {
   return page
 }
 
-test('two browser tabs chat in a room through examples/chat; a tab in another room sees nothing', { skip: !hasBrowser && `no Chromium at ${CHROMIUM}` }, async (t) => {
+test('two browser tabs chat in a room through examples/chat; a tab in another room sees nothing; the pages survive a server restart', { skip: !hasBrowser && `no Chromium at ${CHROMIUM}` }, async (t) => {
   const { chromium } = await import('playwright-core')
-  const { url } = await startPrintingUrl(t, path.join(ROOT, 'examples/chat/server.js'))
+  const example = path.join(ROOT, 'examples/chat/server.js')
+  const { url, line, child } = await startPrintingUrl(t, example)
+  const wsPort = /WebSocket on port (\d+)/.exec(line)?.[1]
+  assert.ok(wsPort, `no WebSocket port in ${JSON.stringify(line)}`)
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -56,6 +61,26 @@ test('two browser tabs chat in a room through examples/chat; a tab in another ro
   const carolLog = await carol.locator('#log').innerText()
   assert.doesNotMatch(carolLog, /alice|bob/)
   assert.doesNotMatch(await alice.locator('#log').innerText(), /anyone\?/)
+
+  // A server restart: the first process shuts down (close 1001), the pages show `reconnecting`, a
+  // new process listens on the same WebSocket port, and the pages reconnect and re-join by themselves.
+  const joinedBoth = (page, n) =>
+    page.waitForFunction((count) => [...document.querySelectorAll('#log p.presence')].filter((p) => p.textContent.includes('joined lobby (2 online)')).length >= count, n, { timeout: 15_000 })
+  child.kill('SIGTERM')
+  await waitExit(child, 10_000)
+  for (const page of [alice, bob]) await page.locator('#status', { hasText: 'reconnecting' }).waitFor({ timeout: 10_000 })
+  await startPrintingUrl(t, example, [], 10_000, { WS_PORT: wsPort })
+  for (const page of [alice, bob, carol]) await page.locator('#status', { hasText: 'connected' }).waitFor({ timeout: 15_000 })
+  // Once the second of them re-joined, both see "… joined lobby (2 online)" a second time.
+  await joinedBoth(alice, 2)
+  await joinedBoth(bob, 2)
+  await alice.fill('#send input[name=text]', 'after the restart')
+  await alice.click('#send button')
+  await bob.locator('#log p', { hasText: 'alice: after the restart' }).waitFor({ timeout: 10_000 })
+  await bob.fill('#send input[name=text]', 'still here')
+  await bob.click('#send button')
+  await alice.locator('#log p', { hasText: 'bob: still here' }).waitFor({ timeout: 10_000 })
+  assert.doesNotMatch(await carol.locator('#log').innerText(), /after the restart|still here/)
 
   // Closing a tab is seen by the others as presence.
   await bob.close()

@@ -532,13 +532,14 @@ export function rawConnect(port, urlPath = '/ws', ms = 3000) {
 
 /** Resolves `{ code, signal }` when `child` exits; rejects after `ms`. */
 /**
- * Runs `node <file> ...args` on ephemeral ports (PORT=0, HOST=127.0.0.1), killed after the test,
- * and resolves with `{ child, url }`: the first http(s) or ws(s) URL the program prints.
+ * Runs `node <file> ...args` on ephemeral ports (PORT=0, HOST=127.0.0.1, plus `env`), killed after
+ * the test, and resolves with `{ child, url, line }`: the first http(s) or ws(s) URL the program
+ * prints, and the line it was on.
  */
-export async function startPrintingUrl(t, file, args = [], ms = 10_000) {
+export async function startPrintingUrl(t, file, args = [], ms = 10_000, env = {}) {
   const child = spawn(process.execPath, [file, ...args], {
     cwd: path.dirname(file),
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   t.after(() => killChild(child))
@@ -549,8 +550,9 @@ export async function startPrintingUrl(t, file, args = [], ms = 10_000) {
   }
   child.on('exit', (code) => lines.end(`${path.basename(file)} exited with ${code}`))
   for (;;) {
-    const url = /((?:https?|wss?):\/\/[^\s'"]+)/.exec(await lines.next(ms))?.[1]
-    if (url) return { child, url: url.replace('0.0.0.0', '127.0.0.1').replace('localhost', '127.0.0.1') }
+    const line = await lines.next(ms)
+    const url = /((?:https?|wss?):\/\/[^\s'"]+)/.exec(line)?.[1]
+    if (url) return { child, line, url: url.replace('0.0.0.0', '127.0.0.1').replace('localhost', '127.0.0.1') }
   }
 }
 

@@ -89,7 +89,7 @@ test('protocol: the compiled module requires nothing outside lib/protocol', () =
   assert.ok(files.length >= 5, `compiled protocol files: ${files}`)
   for (const file of files) {
     for (const [, spec] of fs.readFileSync(path.join(dir, file), 'utf8').matchAll(/require\("([^"]+)"\)/g)) {
-      assert.match(spec, /^\.\/[\w-]+$/, `${file} requires ${spec}`)
+      assert.match(spec, /^\.\/[\w-]+(\.js)?$/, `${file} requires ${spec}`)
     }
   }
 })

@@ -18,6 +18,7 @@ import {
   withTimeout,
   waitExit,
   startPrintingUrl,
+  RawHttpPeer,
 } from './helpers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -171,11 +172,21 @@ test('setup: `npm start` runs examples/chat, which prints a URL serving an HTML 
   const res = await httpGet(url)
   assert.equal(res.status, 200, `GET ${url}`)
   assert.match(res.headers['content-type'] ?? '', /text\/html/)
-  assert.match(res.body, /WebSocket/, 'the page opens a WebSocket')
+  assert.match(res.body, /createClient/, 'the page opens a ferrosocket client')
   assert.equal(child.exitCode, null, 'the example keeps running')
+  // The client's browser build is served as JavaScript modules, and nothing outside it.
+  const mod = await httpGet(new URL('/ferrosocket/client/index.js', url).href)
+  assert.equal(mod.status, 200)
+  assert.match(mod.headers['content-type'] ?? '', /text\/javascript/)
+  assert.match(mod.body, /export const createClient/)
+  // A raw request line (a URL parser would remove the `..`): lib/client/index.js exists, outside the build.
+  const raw = await RawHttpPeer.connect(Number(new URL(url).port))
+  t.after(() => raw.destroy())
+  const escaped = await raw.request('GET /ferrosocket/../client/index.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  assert.equal(escaped.status, 404)
 
   // Two "tabs": connect where the page connects, join one room, and chat.
-  const wsUrl = /new WebSocket\(\s*[`'"]ws:\/\/[^:]+:(\d+)(\/[^`'"]*)[`'"]/.exec(res.body)
+  const wsUrl = /createClient\([^,]+,\s*[`'"]ws:\/\/[^:]+:(\d+)(\/[^`'"]*)[`'"]/.exec(res.body)
   assert.ok(wsUrl, 'the page names the WebSocket port and path')
   const url2 = `ws://127.0.0.1:${wsUrl[1]}${wsUrl[2]}`
   const tab1 = await connect(url2, {}, { name: 'tab 1' })

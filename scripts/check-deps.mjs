@@ -4,8 +4,10 @@
 // TypeScript layer (relative imports in ts/**/*.ts, and the entry points index.js/index.mjs, whose
 // `./lib/…` requires stand for the ts/ sources lib/ is compiled from), prints each file's
 // dependencies, and exits 1 with the cycles when there are any. Also checks that the browser-safe
-// part (ts/protocol/ and ts/types.ts) imports nothing else: no Node module, no package, no other
-// ts/ file. Run by .ci/run.
+// part imports nothing else: ts/protocol/ and ts/types.ts only each other; ts/client/ (but for the
+// Node-only node.ts and *.node.ts) only those and each other. No Node module, no package, no other
+// ts/ file; and every relative import of a browser-safe file names the `.js` file, since browsers
+// load them as ES modules without a bundler (lib/client-esm/). Run by .ci/run.
 //
 //   node scripts/check-deps.mjs [--quiet]
 
@@ -110,14 +112,18 @@ function moduleDeps(file) {
   return deps
 }
 
-/** Browser-safe files may import only each other: returns the offending imports. */
-function browserSafetyViolations(safeFiles) {
-  const safe = new Set(safeFiles)
+/**
+ * Browser-safe `files` may import only `allowed` files, each through a relative specifier ending
+ * in `.js`: returns the offending imports.
+ */
+function browserSafetyViolations(files, allowed, rule) {
+  const safe = new Set(allowed)
   const bad = []
-  for (const file of safeFiles) {
+  for (const file of files) {
     for (const spec of specifiers(file)) {
       const target = resolveSource(file, spec)
-      if (!target || !safe.has(target)) bad.push(`${rel(file)} imports '${spec}'`)
+      if (!target || !safe.has(target)) bad.push(`${rel(file)} imports '${spec}' (${rule})`)
+      else if (!spec.endsWith('.js')) bad.push(`${rel(file)} imports '${spec}': name the .js file ('${spec}.js'), browsers resolve no extensions`)
     }
   }
   return bad
@@ -172,13 +178,20 @@ function check(label, graph) {
 
 // lib.rs only declares modules; the others are the graph.
 const rust = new Map(files(SRC, '.rs').filter((f) => rel(f) !== path.join('src', 'lib.rs')).map((f) => [f, rustDeps(f)]))
-const tsFiles = [path.join(ROOT, 'index.js'), path.join(ROOT, 'index.mjs'), ...files(TS, '.ts')].filter((f) => fs.existsSync(f))
+const tsFiles = [path.join(ROOT, 'index.js'), path.join(ROOT, 'index.mjs'), path.join(ROOT, 'client.mjs'), ...files(TS, '.ts')].filter((f) => fs.existsSync(f))
 const ts = new Map(tsFiles.map((f) => [f, moduleDeps(f)]))
 
 let bad = check('Rust (src/)', rust) + check('TypeScript (ts/) and the entry points', ts)
-const browserSafe = [...files(path.join(TS, 'protocol'), '.ts'), path.join(TS, 'types.ts')].filter((f) => fs.existsSync(f))
-const unsafe = browserSafetyViolations(browserSafe)
-for (const line of unsafe) console.error(`browser-safe: ${line} (ts/protocol/ and ts/types.ts may import only each other)`)
+const protocolSafe = [...files(path.join(TS, 'protocol'), '.ts'), path.join(TS, 'types.ts')].filter((f) => fs.existsSync(f))
+// The client's Node-only files: its Node entry and whatever is named *.node.ts (the default transport).
+const nodeOnly = (f) => path.basename(f) === 'node.ts' || f.endsWith('.node.ts')
+const clientSafe = files(path.join(TS, 'client'), '.ts').filter((f) => !nodeOnly(f))
+const browserSafe = [...protocolSafe, ...clientSafe]
+const unsafe = [
+  ...browserSafetyViolations(protocolSafe, protocolSafe, 'ts/protocol/ and ts/types.ts may import only each other'),
+  ...browserSafetyViolations(clientSafe, browserSafe, 'ts/client/ may import only ts/protocol/, ts/types.ts and its own browser-safe files'),
+]
+for (const line of unsafe) console.error(`browser-safe: ${line}`)
 if (!quiet) console.log(`browser-safe (no Node module, no package, nothing else of ts/): ${browserSafe.map(rel).sort().join(', ')}`)
 bad += unsafe.length
 if (bad > 0) {

@@ -1,6 +1,9 @@
 'use strict'
 // Chat example: `npm start`, open the printed URL in two browser tabs, pick the same room, chat.
-// Node's http module serves the page; ferrosocket serves the WebSocket on its own port.
+// Node's http module serves the page and the browser build of ferrosocket/client (plain ES modules
+// from lib/client-esm/, mapped to the name 'ferrosocket/client' by an import map in the page: no
+// bundler); ferrosocket serves the WebSocket on its own port (WS_PORT, default PORT + 1: give the
+// same WS_PORT to a restarted process and open pages reconnect to it by themselves).
 // With REDIS_URL set it is one node of a cluster (examples/cluster starts two): rooms, the online
 // count and messages span every node.
 
@@ -61,13 +64,18 @@ async function main() {
   await ws.listen()
 
   const page = fs.readFileSync(path.join(__dirname, 'index.html'), 'utf8')
+  const clientDir = path.join(__dirname, '..', '..', 'lib', 'client-esm')
   // The operators' dashboard at /dashboard/, for this machine only (a real app checks its own auth).
   const dashboard = ws.dashboardHandler({ authorize: (req) => LOOPBACK.has(req.socket.remoteAddress) })
   const web = http.createServer((req, res) => {
     if (req.url === '/dashboard' || req.url.startsWith('/dashboard/')) return dashboard(req, res)
+    const file = req.method === 'GET' && clientFile(clientDir, req.url)
     if (req.method === 'GET' && (req.url === '/' || req.url.startsWith('/?'))) {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
       res.end(page.replace('__WS_PORT__', String(ws.port)))
+    } else if (file) {
+      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' })
+      fs.createReadStream(file).pipe(res)
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found')
     }
@@ -83,6 +91,15 @@ async function main() {
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
+}
+
+/** `/ferrosocket/<path>.js` → that file of the client's browser build, or null (nothing outside it). */
+function clientFile(dir, url) {
+  const m = /^\/ferrosocket\/([\w./-]+\.js)$/.exec(url)
+  if (!m) return null
+  const file = path.resolve(dir, m[1])
+  if (!file.startsWith(dir + path.sep) || !fs.existsSync(file)) return null
+  return file
 }
 
 main().catch((error) => {

@@ -8,7 +8,7 @@ import type {
   StandardSchemaIssue,
   StandardSchemaResult,
   StandardSchemaV1,
-} from '../types'
+} from '../types.js'
 
 /** A contract with every map present, as the rest of the code uses it (contracts need not come from defineContract). */
 export type NormalisedContract = Contract<EventSchemas, EventSchemas, RequestSchemas, RequestSchemas>

@@ -9,7 +9,7 @@
 // (`undefined` becomes `null`), and an id received from the peer is echoed as the JSON text it came
 // in (`idJson`), byte for byte. Each throws only what JSON.stringify throws (a BigInt, a cycle).
 
-import type { ErrorBody } from './request-error'
+import type { ErrorBody } from './request-error.js'
 
 /** `meta` of an envelope: trace context. */
 export interface EnvelopeMeta {

@@ -3,10 +3,10 @@
 // `tsc -p ts/protocol`, which compiles this folder without Node's types, and by
 // scripts/check-deps.mjs, which allows these files no imports outside ts/protocol/ and ts/types.ts).
 
-export * from './close-codes'
-export * from './contract'
-export * from './envelope'
-export * from './request-error'
+export * from './close-codes.js'
+export * from './contract.js'
+export * from './envelope.js'
+export * from './request-error.js'
 export type {
   ClientRequestInput,
   ClientRequestName,
@@ -29,4 +29,4 @@ export type {
   StandardSchemaResult,
   StandardSchemaV1,
   UntypedContract,
-} from '../types'
+} from '../types.js'

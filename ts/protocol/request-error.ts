@@ -8,7 +8,7 @@
 // server's `onError` and their message is replaced by `Internal error`, unless the server option
 // `exposeErrors` is set.
 
-import type { RequestErrorCodeValue } from '../types'
+import type { RequestErrorCodeValue } from '../types.js'
 
 /** Error codes ferrosocket itself produces. Applications may use any other string. */
 export const RequestErrorCode: {
