@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -300,6 +301,8 @@ async fn serve(conn: &Connection, ws: Ws, close_timeout: Duration, events: &Even
                 Some(Ok(_)) => {} // ping (tungstenite queues the pong), pong
                 Some(Err(WsError::Capacity(e))) => break Some((MESSAGE_TOO_BIG, e.to_string())),
                 Some(Err(WsError::Utf8(e))) => break Some((INVALID_PAYLOAD, e)),
+                // TCP ended without a close frame: 1006, not a protocol error.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break None,
                 Some(Err(WsError::Protocol(e))) => break Some((PROTOCOL_ERROR, e.to_string())),
                 Some(Err(_)) => break None, // the socket failed: no close frame
             }
