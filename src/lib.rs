@@ -61,6 +61,11 @@ pub mod wakeups;
 #[cfg(all(feature = "napi-addon", not(test)))]
 mod addon;
 
+/// The N-API class of the native client transport (`NativeClientPool` over `client`); gated as
+/// `addon` is.
+#[cfg(all(feature = "napi-addon", not(test)))]
+mod addon_client;
+
 /// Replays the committed fuzz corpus through the fuzz targets' own checks on stable Rust. A unit
 /// test rather than `tests/`: integration tests link the rlib with the addon in it.
 #[cfg(test)]
