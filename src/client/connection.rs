@@ -170,13 +170,15 @@ pub async fn run(
     events: Arc<Events>,
     departed: impl FnOnce(),
 ) {
-    let opening = async {
+    // Boxed: the handshake's state (TLS setup, request, response, tungstenite's handshake
+    // machine) is several KB that the task would otherwise keep, inline, for its whole life.
+    let opening = Box::pin(async {
         let tls = tls.map_err(Failure::new)?;
         match tokio::time::timeout(options.handshake_timeout, open(&url, &options, tls)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::new(format!("handshake timed out after {} ms", options.handshake_timeout.as_millis()))),
         }
-    };
+    });
     let opened = tokio::select! {
         result = opening => result,
         () = conn.closing.notified() => Err(Failure::new("aborted by close() before the connection opened")),
@@ -201,7 +203,9 @@ pub async fn run(
 }
 
 /// TCP, TLS and the upgrade; returns the stream and the subprotocol the server chose.
-async fn open(url: &str, options: &ConnectOptions, tls: Arc<ClientConfig>) -> Result<(Ws, Option<String>), Failure> {
+/// The stream is boxed: unboxed it is large (rustls' connection state sits inside it), and the
+/// task would keep room for it for its whole life after `split` moved it to the heap anyway.
+async fn open(url: &str, options: &ConnectOptions, tls: Arc<ClientConfig>) -> Result<(Box<Ws>, Option<String>), Failure> {
     let mut request = url.into_client_request().map_err(|e| Failure::new(e.to_string()))?;
     for (name, value) in &options.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Failure::new(format!("invalid header name: {name}")))?;
@@ -228,7 +232,7 @@ async fn open(url: &str, options: &ConnectOptions, tls: Arc<ClientConfig>) -> Re
         .await
         .map_err(describe)?;
     let protocol = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok((ws, protocol))
+    Ok((Box::new(ws), protocol))
 }
 
 /// A failed opening: a refused upgrade carries its HTTP status and the body (or the status's
@@ -252,8 +256,8 @@ fn describe(error: WsError) -> Failure {
 /// The open connection: reads (pausing while JS holds more than the inbound bound) and writes
 /// (all that is queued, then one flush) until it ends; returns the close code and reason to
 /// report.
-async fn serve(conn: &Connection, ws: Ws, close_timeout: Duration, events: &Events) -> (u16, String) {
-    let (mut sink, mut stream) = ws.split();
+async fn serve(conn: &Connection, ws: Box<Ws>, close_timeout: Duration, events: &Events) -> (u16, String) {
+    let (mut sink, mut stream) = (*ws).split();
     // Set when a close frame was sent or received, or writing failed: the peer then has
     // `close_timeout` to finish the closing handshake before the socket is dropped (1006).
     let mut deadline: Option<Instant> = None;
@@ -387,5 +391,15 @@ mod tests {
         c.close(4002, "again");
         assert!(!c.send("late".into()), "no sends after close()");
         assert_eq!(c.buffered_amount(), 3 + 2 + 4);
+    }
+
+    #[test]
+    fn an_open_connections_task_stays_small() {
+        // Every client connection's task holds this future for its whole life: the handshake
+        // state and the unsplit stream are boxed so they do not inflate it (10 KB before).
+        let conn = Arc::new(Connection::new(1, &ConnectOptions::default()));
+        let events = Arc::new(Events::new(Box::new(|| {})));
+        let task = run(conn, String::new(), ConnectOptions::default(), Err(String::new()), Duration::ZERO, events, || {});
+        assert!(std::mem::size_of_val(&task) <= 2048, "{} bytes", std::mem::size_of_val(&task));
     }
 }
