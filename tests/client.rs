@@ -436,3 +436,21 @@ fn dropping_the_pool_ends_its_connections() {
     drop(client);
     rx.recv_timeout(WAIT).expect("the peer saw the socket close");
 }
+
+#[test]
+fn a_peer_that_never_answers_close_is_dropped_after_close_timeout_as_1006() {
+    let (tx, rx) = channel::<()>();
+    let url = peer(move |ws| {
+        let _ = rx.recv(); // holds the socket open, reads nothing, until the test ends
+        drop(ws);
+    });
+    let mut client = ClientSide::with(PoolOptions { close_timeout: Duration::from_millis(300), ..Default::default() });
+    let id = client.connect(&url, ConnectOptions::default());
+    client.opened(id);
+    let closing = Instant::now();
+    client.pool.close(id, 1000, "");
+    assert_eq!(client.end_of(id), json!([2, id, 1006, ""]), "no close frame came back");
+    let waited = closing.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "dropped after {waited:?}");
+    drop(tx);
+}
