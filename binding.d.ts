@@ -9,6 +9,27 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class NativeClientPool {
+  /**
+   * `onBatch(json)`: a JSON array of event entries (see src/client/events.rs), or "" when a
+   * wake-up found nothing left to deliver.
+   */
+  constructor(options: ClientPoolOptions | undefined | null, onBatch: (arg: string) => void)
+  /**
+   * Starts opening a connection and returns its id; the outcome arrives in a batch. Throws
+   * only for non-network misuse (never for DNS/TCP/TLS/upgrade failures: those are `failed`).
+   */
+  connect(url: string, options?: ClientConnectOptions | undefined | null): number
+  /** Queues one text frame; false when not open or past `maxOutboundBytes`. */
+  send(id: number, text: string): boolean
+  /** Starts the closing handshake (or aborts a connection still opening). Idempotent. */
+  close(id: number, code?: number | undefined | null, reason?: string | undefined | null): void
+  /** Bytes queued for sending and not yet written to the socket. */
+  bufferedAmount(id: number): number
+  /** Connections opening or open. */
+  liveConnections(): number
+}
+
 export declare class NativeServer {
   constructor(options: ServerOptions, onBatch: (arg: string) => void)
   /** Binds and starts accepting; returns the port. */
@@ -88,6 +109,27 @@ export interface AudienceParts {
   except: Array<number>
   remoteConnections: Array<string>
   remoteExcept: Array<string>
+}
+
+/**
+ * One connection's options (`TransportConnectOptions` of ts/client/transport.ts); absent fields
+ * take `ConnectOptions::default()`.
+ */
+export interface ClientConnectOptions {
+  headers?: Record<string, string>
+  protocols?: Array<string>
+  ca?: string
+  caOnly?: boolean
+  maxInboundBytes?: number
+  maxOutboundBytes?: number
+  maxPayload?: number
+  handshakeTimeoutMs?: number
+}
+
+/** Pool-wide options; absent fields take `PoolOptions::default()`. */
+export interface ClientPoolOptions {
+  workerThreads?: number
+  closeTimeoutMs?: number
 }
 
 export interface NamespaceOptions {

@@ -14,5 +14,6 @@ export const {
   reconnectsAfterClose,
   reconnectsAfterFailure,
   browserTransport,
+  createNativeTransport,
 } = client
 export default client

@@ -19,6 +19,8 @@
 //! - runtime: `lifecycle` (connection count, ids, shutdown waiting), `upgrade` (handshakes),
 //!   `server` (builds the contexts, publishes, heartbeats, shuts down).
 //! - `hooks`: Rust-side handlers the addon may install (bench reference, panic test hook).
+//! - `client`: the native client transport (WebSocket client connections over tokio-tungstenite
+//!   on its own runtime, events batched to JS); independent of the server modules.
 //!
 //! Unit tests sit next to the logic they test; the runtime is driven over real sockets by the
 //! Node suites in `__test__/` and `test/abuse/`.
@@ -35,6 +37,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 compile_error!("ferrosocket needs a Unix platform (Linux, or macOS untested)");
 
 pub mod bridge;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -57,6 +60,11 @@ pub mod wakeups;
 /// (the fuzz targets): executables cannot link N-API symbols.
 #[cfg(all(feature = "napi-addon", not(test)))]
 mod addon;
+
+/// The N-API class of the native client transport (`NativeClientPool` over `client`); gated as
+/// `addon` is.
+#[cfg(all(feature = "napi-addon", not(test)))]
+mod addon_client;
 
 /// Replays the committed fuzz corpus through the fuzz targets' own checks on stable Rust. A unit
 /// test rather than `tests/`: integration tests link the rlib with the addon in it.

@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path'
 /** The generated N-API surface (binding.d.ts). */
 export type NativeBinding = typeof import('../binding')
 export type { AudienceParts, NativeServer, ServerOptions as NativeServerOptions, NamespaceOptions as NativeNamespaceOptions } from '../binding'
+export type { NativeClientPool, ClientConnectOptions as NativeClientConnectOptions, ClientPoolOptions as NativeClientPoolOptions } from '../binding'
 
 const ROOT = join(__dirname, '..')
 
