@@ -1,6 +1,6 @@
 // Installable into any Node app: `npm run pack`, then a fresh app outside the repository installs
 // the tarballs with npm's defaults and uses ferrosocket from CommonJS and from strict ESM
-// TypeScript; without its platform package, requiring it fails with an error that says why.
+// TypeScript, the typed client (native transport) and the AsyncAPI command; without its platform package, requiring it fails with an error that says why.
 // Needs the npm registry (the app installs ws, zod, typescript and @types/node from it).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -129,13 +129,39 @@ test('a fresh app installs both tarballs with plain npm install and uses them fr
   )
   fs.writeFileSync(
     path.join(dir, 'tsconfig.json'),
-    JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', types: ['node'], outDir: 'out', skipLibCheck: false }, files: ['app.mts'] }),
+    JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', types: ['node'], outDir: 'out', skipLibCheck: false }, files: ['app.mts', 'client.mts'] }),
+  )
+  // (3) The typed client (ferrosocket/client, its native transport) from the same contract.
+  fs.writeFileSync(
+    path.join(dir, 'client.mts'),
+    `import { createServer, defineContract } from 'ferrosocket'\nimport { createClient } from 'ferrosocket/client'\nimport { z } from 'zod'\n${CONTRACT}\n` +
+      `const server = createServer({ host: '127.0.0.1', port: 0, contract: chat })\n` +
+      `server.onMessage('chat:send', (data, { conn }) => conn.publish('chat:message', { text: data.text, from: conn.id }))\n` +
+      `server.onRequest('add', ({ a, b }) => a + b)\nawait server.listen()\n` +
+      `const client = createClient(chat, \`ws://127.0.0.1:\${server.port}/ws\`)\n` +
+      `// @ts-expect-error: not an event of the contract's "in"\nconst wrong = () => client.emit('chat:nope', {})\nvoid wrong\n` +
+      `const message = new Promise<{ text: string; from: string }>((resolve) => client.on('chat:message', (data) => resolve(data)))\n` +
+      `await client.opened()\nclient.emit('chat:send', { text: 'hi' })\nconst sum: number = await client.request('add', { a: 2, b: 3 })\n` +
+      `console.log(JSON.stringify({ message: await message, sum }))\nawait client.close()\nawait server.shutdown()\n`,
   )
   const tsc = spawnSync(process.execPath, [path.join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' })
   assert.equal(tsc.status, 0, `tsc --strict:\n${tsc.stdout}${tsc.stderr}`)
   const runEsm = spawnSync(process.execPath, ['out/app.mjs'], { cwd: dir, encoding: 'utf8', timeout: 20_000 })
   assert.equal(runEsm.status, 0, runEsm.stderr)
   assertRoundTrip(runEsm.stdout)
+  const runClient = spawnSync(process.execPath, ['out/client.mjs'], { cwd: dir, encoding: 'utf8', timeout: 20_000 })
+  assert.equal(runClient.status, 0, runClient.stderr)
+  const { message, sum } = JSON.parse(runClient.stdout.trim().split('\n').pop())
+  assert.equal(message.text, 'hi')
+  assert.equal(sum, 5)
+
+  // (4) The contract exported as AsyncAPI by the package's command.
+  fs.writeFileSync(path.join(dir, 'contract.mjs'), `import { defineContract } from 'ferrosocket'\nimport { z } from 'zod'\n${CONTRACT}\nexport default chat\n`)
+  const asyncapi = spawnSync('npx', ['--no-install', 'ferrosocket', 'asyncapi', './contract.mjs', '--title', 'Chat', '--version', '1.0.0'], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
+  assert.equal(asyncapi.status, 0, asyncapi.stderr)
+  const doc = JSON.parse(asyncapi.stdout)
+  assert.equal(doc.asyncapi, '3.0.0')
+  assert.ok(Object.keys(doc.components.messages).includes('chat:send'), Object.keys(doc.components.messages).join(', '))
 })
 
 test('without its platform package, require("ferrosocket") says which platform it looked for and how to build one', () => {
