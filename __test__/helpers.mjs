@@ -393,8 +393,11 @@ export async function startServer(options = {}, { onConnection = echo } = {}) {
 // Raw WebSocket client over net (for peers that misbehave on purpose)
 // ------------------------------------------------------------------------------------------------
 
-/** Encode one masked client frame. */
-export function encodeFrame(opcode, payload, { fin = true, mask = true } = {}) {
+/**
+ * Encode one masked client frame. `rsv` sets the reserved bits (RSV1 = 4, RSV2 = 2, RSV3 = 1), e.g.
+ * RSV1 on the first frame of a permessage-deflate message.
+ */
+export function encodeFrame(opcode, payload, { fin = true, mask = true, rsv = 0 } = {}) {
   payload = Buffer.isBuffer(payload) ? payload : Buffer.from(payload)
   const len = payload.length
   let header
@@ -410,7 +413,7 @@ export function encodeFrame(opcode, payload, { fin = true, mask = true } = {}) {
     header[1] = 127
     header.writeBigUInt64BE(BigInt(len), 2)
   }
-  header[0] = (fin ? 0x80 : 0) | opcode
+  header[0] = (fin ? 0x80 : 0) | ((rsv & 7) << 4) | opcode
   if (!mask) return Buffer.concat([header, payload])
   header[1] |= 0x80
   const key = crypto.randomBytes(4)
@@ -420,9 +423,10 @@ export function encodeFrame(opcode, payload, { fin = true, mask = true } = {}) {
 }
 
 /**
- * Decodes one server frame from the front of `buf`: `{ frame: { opcode, payload, at, code?, reason? },
- * rest }`, or null while the frame is incomplete. Masked frames (servers must not send them) are
- * tolerated so a test can still see what arrived.
+ * Decodes one server frame from the front of `buf`: `{ frame: { opcode, fin, rsv, payload, at, code?,
+ * reason? }, rest }` (`rsv`: the three reserved bits, RSV1 = 4), or null while the frame is
+ * incomplete. Masked frames (servers must not send them) are tolerated so a test can still see what
+ * arrived.
  */
 export function takeServerFrame(buf) {
   if (buf.length < 2) return null
@@ -441,7 +445,7 @@ export function takeServerFrame(buf) {
   if (buf[1] & 0x80) off += 4
   if (buf.length < off + len) return null
   const payload = buf.subarray(off, off + len)
-  const frame = { opcode, payload, at: Date.now() }
+  const frame = { opcode, fin: (buf[0] & 0x80) !== 0, rsv: (buf[0] >> 4) & 7, payload, at: Date.now() }
   if (opcode === 8 && payload.length >= 2) {
     frame.code = payload.readUInt16BE(0)
     frame.reason = payload.subarray(2).toString('utf8')

@@ -33,7 +33,9 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1'])
 
 async function main() {
   const cluster = REDIS_URL ? { redis: REDIS_URL, prefix: 'chat-example' } : undefined
-  const ws = createServer({ host: HOST, port: WS_PORT, path: '/ws', contract: chat, cluster })
+  // compression: permessage-deflate with browsers that offer it (all current ones do); messages of
+  // 256 bytes or more are sent compressed.
+  const ws = createServer({ host: HOST, port: WS_PORT, path: '/ws', contract: chat, cluster, compression: true })
 
   /** Members of a room on every node (this process alone without a cluster). */
   const online = async (room) => {
