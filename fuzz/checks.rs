@@ -15,7 +15,8 @@ use ferrosocket::protocol::reader::{Flow, Incoming, MessageReader};
 /// 7-bit and 16-bit length encodings and of control frames, small enough to hit in 4 KiB inputs.
 const MAX_PAYLOADS: [usize; 8] = [0, 1, 2, 16, 125, 126, 300, 65536];
 
-/// `MessageReader` fed a byte stream in chunks. Input: byte 0 picks `max_payload`, byte 1 the
+/// `MessageReader` fed a byte stream in chunks. Input: byte 0 picks `max_payload` (low 3 bits)
+/// and whether permessage-deflate was negotiated (bit 3: RSV1 messages are inflated), byte 1 the
 /// chunking (0: one read; 1..=127: reads of that size; 128..=255: pseudo-random sizes), the rest
 /// is the stream. The sink behaves like the server's: it stops at a close frame, and the caller
 /// feeds nothing more after `Stop` or an error.
@@ -27,17 +28,18 @@ const MAX_PAYLOADS: [usize; 8] = [0, 1, 2, 16, 125, 126, 300, 65536];
 pub fn frame_reader(data: &[u8]) {
     let [config, chunking, stream @ ..] = data else { return };
     let max_payload = MAX_PAYLOADS[usize::from(config & 7)];
-    frame_header(stream, max_payload);
-    let whole = read_stream(stream, max_payload, &mut || usize::MAX);
+    let deflate = config & 8 != 0;
+    frame_header(stream, max_payload, deflate);
+    let whole = read_stream(stream, max_payload, deflate, &mut || usize::MAX);
     if *chunking == 0 {
         return;
     }
     let chunked = if chunking & 0x80 == 0 {
-        read_stream(stream, max_payload, &mut || usize::from(*chunking))
+        read_stream(stream, max_payload, deflate, &mut || usize::from(*chunking))
     } else {
         let span = u32::from(chunking & 0x7F) + 1;
         let mut state = u32::from(*chunking);
-        read_stream(stream, max_payload, &mut || {
+        read_stream(stream, max_payload, deflate, &mut || {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             1 + ((state >> 16) % span) as usize
         })
@@ -58,9 +60,10 @@ enum Got {
 fn read_stream(
     stream: &[u8],
     max_payload: usize,
+    deflate: bool,
     next_size: &mut dyn FnMut() -> usize,
 ) -> (Vec<Got>, Result<Flow, FrameError>) {
-    let mut reader = MessageReader::new(max_payload);
+    let mut reader = if deflate { MessageReader::with_deflate(max_payload) } else { MessageReader::new(max_payload) };
     let mut got = Vec::new();
     let mut end = Ok(Flow::Continue);
     let mut rest = stream;
@@ -124,8 +127,8 @@ fn check_incoming(message: Incoming<'_>, max_payload: usize) -> Got {
 
 /// `parse_header` on its own: a header it returns is well formed and is all it read (its own
 /// bytes give the same header, any shorter prefix asks for more); 14 bytes always decide.
-fn frame_header(buf: &[u8], max_payload: usize) {
-    match parse_header(buf, max_payload) {
+fn frame_header(buf: &[u8], max_payload: usize, deflate: bool) {
+    match parse_header(buf, max_payload, deflate) {
         Ok(Some(h)) => {
             assert!(matches!(h.header_len, 6 | 8 | 14), "{h:?}");
             assert!(h.header_len <= buf.len());
@@ -134,9 +137,10 @@ fn frame_header(buf: &[u8], max_payload: usize) {
             if h.is_control() {
                 assert!(h.fin && h.payload_len <= 125, "{h:?}");
             }
-            assert_eq!(parse_header(&buf[..h.header_len], max_payload), Ok(Some(h)));
+            assert!(!h.rsv1 || (deflate && matches!(h.opcode, 1 | 2)), "{h:?}");
+            assert_eq!(parse_header(&buf[..h.header_len], max_payload, deflate), Ok(Some(h)));
             for cut in 0..h.header_len {
-                assert_eq!(parse_header(&buf[..cut], max_payload), Ok(None), "prefix of {cut} bytes");
+                assert_eq!(parse_header(&buf[..cut], max_payload, deflate), Ok(None), "prefix of {cut} bytes");
             }
         }
         Ok(None) => assert!(buf.len() < 14, "{} bytes and still no header", buf.len()),
@@ -382,7 +386,7 @@ pub fn upgrade_head(data: &[u8]) {
                 Decision::Accept { route, accept_key } => {
                     assert_eq!((route, req.path.as_str(), req.method.as_str()), (0, "/ws", "GET"));
                     assert_eq!(accept_key.len(), 28, "{accept_key:?}");
-                    let _ = handshake::switching_protocols(&accept_key, None);
+                    let _ = handshake::switching_protocols(&accept_key, None, None);
                 }
                 Decision::Reject(status) => {
                     assert!(matches!(status, 400 | 404 | 426), "status {status}");

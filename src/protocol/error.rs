@@ -14,4 +14,6 @@ pub enum FrameError {
     /// One message arrived in more fragments than the reader allows (see
     /// `reader::max_fragments`): 1009, since it is the message's cost that is refused.
     TooFragmented,
+    /// A permessage-deflate message is not valid deflate data: 1007.
+    InvalidCompressed,
 }

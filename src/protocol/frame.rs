@@ -18,6 +18,8 @@ pub use super::error::FrameError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     pub mask: [u8; 4],
     pub payload_len: usize,
@@ -34,19 +36,21 @@ impl FrameHeader {
 }
 
 /// Parses a client frame header. `Ok(None)` means more bytes are needed.
-/// Enforces the server-side rules: masked, no RSV bits (we negotiate no extension), known
-/// opcodes, control frames unfragmented and ≤ 125 bytes, and `max_payload`.
-pub fn parse_header(buf: &[u8], max_payload: usize) -> Result<Option<FrameHeader>, FrameError> {
+/// Enforces the server-side rules: masked, no RSV2/RSV3, RSV1 only with permessage-deflate
+/// negotiated (`deflate`) and only on the first frame of a data message, known opcodes, control
+/// frames unfragmented and ≤ 125 bytes, and `max_payload`.
+pub fn parse_header(buf: &[u8], max_payload: usize, deflate: bool) -> Result<Option<FrameHeader>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let b0 = buf[0];
     let b1 = buf[1];
     let fin = b0 & 0x80 != 0;
-    if b0 & 0x70 != 0 {
+    let rsv1 = b0 & 0x40 != 0;
+    let opcode = b0 & 0x0F;
+    if b0 & 0x30 != 0 || (rsv1 && !(deflate && (opcode == OP_TEXT || opcode == OP_BINARY))) {
         return Err(FrameError::Protocol("reserved bits set"));
     }
-    let opcode = b0 & 0x0F;
     match opcode {
         OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
         OP_CLOSE | OP_PING | OP_PONG => {
@@ -93,7 +97,7 @@ pub fn parse_header(buf: &[u8], max_payload: usize) -> Result<Option<FrameHeader
     let mut mask = [0u8; 4];
     mask.copy_from_slice(&buf[pos..pos + 4]);
     pos += 4;
-    Ok(Some(FrameHeader { fin, opcode, mask, payload_len, header_len: pos }))
+    Ok(Some(FrameHeader { fin, rsv1, opcode, mask, payload_len, header_len: pos }))
 }
 
 /// XORs `data` with `mask`, where `data` starts at payload offset `offset` (so a payload unmasked
@@ -125,7 +129,12 @@ pub fn header_len(payload_len: usize) -> usize {
 
 /// Writes an unmasked, final server frame header.
 pub fn put_header(out: &mut BytesMut, opcode: u8, payload_len: usize) {
-    out.put_u8(0x80 | opcode);
+    put_header_bits(out, 0x80 | opcode, payload_len);
+}
+
+/// Writes an unmasked server frame header whose first byte is `b0` (FIN, RSV and opcode bits).
+fn put_header_bits(out: &mut BytesMut, b0: u8, payload_len: usize) {
+    out.put_u8(b0);
     match payload_len {
         0..=125 => out.put_u8(payload_len as u8),
         126..=0xFFFF => {
@@ -144,6 +153,15 @@ pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(header_len(payload.len()) + payload.len());
     put_header(&mut out, opcode, payload.len());
     out.extend_from_slice(payload);
+    out.freeze()
+}
+
+/// Encodes one complete compressed message (RSV1 set): `deflated` is its permessage-deflate
+/// payload. Shared by every recipient that negotiated the extension, like [`encode`]'s frames.
+pub fn encode_compressed(opcode: u8, deflated: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(header_len(deflated.len()) + deflated.len());
+    put_header_bits(&mut out, 0x80 | 0x40 | opcode, deflated.len());
+    out.extend_from_slice(deflated);
     out.freeze()
 }
 
@@ -184,7 +202,7 @@ mod tests {
     fn parses_small_medium_and_large_lengths() {
         for len in [0usize, 125, 126, 65535, 65536] {
             let frame = masked(0x81, &vec![b'a'; len], [1, 2, 3, 4]);
-            let h = parse_header(&frame, 1 << 20).unwrap().unwrap();
+            let h = parse_header(&frame, 1 << 20, false).unwrap().unwrap();
             assert_eq!(h.payload_len, len);
             assert_eq!(h.frame_len(), frame.len());
             assert!(h.fin);
@@ -196,28 +214,42 @@ mod tests {
     fn incomplete_header_asks_for_more() {
         let frame = masked(0x81, &[b'x'; 300], [9, 9, 9, 9]);
         for cut in 0..8 {
-            assert_eq!(parse_header(&frame[..cut], 1 << 20), Ok(None), "cut {cut}");
+            assert_eq!(parse_header(&frame[..cut], 1 << 20, false), Ok(None), "cut {cut}");
         }
     }
 
     #[test]
     fn rejects_protocol_violations() {
         let unmasked = [0x81u8, 0x00];
-        assert!(matches!(parse_header(&unmasked, 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(parse_header(&unmasked, 100, false), Err(FrameError::Protocol(_))));
         let rsv = masked(0xC1, b"", [0; 4]);
-        assert!(matches!(parse_header(&rsv, 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(parse_header(&rsv, 100, false), Err(FrameError::Protocol(_))));
         let reserved_op = masked(0x83, b"", [0; 4]);
-        assert!(matches!(parse_header(&reserved_op, 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(parse_header(&reserved_op, 100, false), Err(FrameError::Protocol(_))));
         let fragmented_ping = masked(0x09, b"", [0; 4]);
-        assert!(matches!(parse_header(&fragmented_ping, 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(parse_header(&fragmented_ping, 100, false), Err(FrameError::Protocol(_))));
         let big_ping = masked(0x89, &[0; 126], [0; 4]);
-        assert!(matches!(parse_header(&big_ping, 1000), Err(FrameError::Protocol(_))));
+        assert!(matches!(parse_header(&big_ping, 1000, false), Err(FrameError::Protocol(_))));
+    }
+
+    #[test]
+    fn rsv1_only_on_a_first_data_frame_and_only_with_deflate() {
+        let first = masked(0xC1, b"x", [0; 4]);
+        assert!(parse_header(&first, 100, true).unwrap().unwrap().rsv1);
+        assert!(parse_header(&masked(0x42, b"x", [0; 4]), 100, true).unwrap().unwrap().rsv1, "unfinished binary");
+        assert!(!parse_header(&masked(0x81, b"x", [0; 4]), 100, true).unwrap().unwrap().rsv1);
+        for bad in [0xC0u8, 0xC9, 0xC8, 0xCA, 0xA1, 0x91] {
+            // continuation, ping, close, pong with RSV1; RSV2; RSV3
+            assert!(matches!(parse_header(&masked(bad, b"", [0; 4]), 100, true), Err(FrameError::Protocol(_))), "{bad:#x}");
+        }
+        let encoded = encode_compressed(OP_TEXT, b"abc");
+        assert_eq!(&encoded[..2], &[0xC1, 3]);
     }
 
     #[test]
     fn enforces_max_payload_from_header_alone() {
         let frame = masked(0x82, &[0; 2000], [1, 1, 1, 1]);
-        assert_eq!(parse_header(&frame[..8], 1024), Err(FrameError::TooLarge));
+        assert_eq!(parse_header(&frame[..8], 1024, false), Err(FrameError::TooLarge));
     }
 
     #[test]

@@ -26,6 +26,11 @@ impl UpgradeRequest {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Every value of header `name`, in order (case-insensitive).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// How many times header `name` appears (case-insensitive).
     fn header_count(&self, name: &str) -> usize {
         self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count()
@@ -135,11 +140,13 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The `101 Switching Protocols` response, naming the chosen subprotocol if any.
-pub fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> Vec<u8> {
+/// The `101 Switching Protocols` response, naming the chosen subprotocol and the accepted
+/// extensions if any.
+pub fn switching_protocols(accept_key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let protocol = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
+    let extensions = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n{protocol}\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n{protocol}{extensions}\r\n"
     )
     .into_bytes()
 }
@@ -252,10 +259,12 @@ mod tests {
 
     #[test]
     fn switching_protocols_names_the_subprotocol() {
-        let r = String::from_utf8(switching_protocols("k", Some("v1.app"))).unwrap();
+        let r = String::from_utf8(switching_protocols("k", Some("v1.app"), None)).unwrap();
         assert!(r.contains("Sec-WebSocket-Protocol: v1.app\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
-        let r = String::from_utf8(switching_protocols("k", None)).unwrap();
+        let r = String::from_utf8(switching_protocols("k", None, Some("permessage-deflate"))).unwrap();
         assert!(!r.contains("Protocol:"));
+        assert!(r.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
     }
 }

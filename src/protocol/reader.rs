@@ -11,6 +11,7 @@
 //! an endless message of them would cost CPU for nothing).
 
 use super::close::parse_close_payload;
+use super::deflate::{self, InflateError};
 use super::frame::{
     apply_mask, parse_header, FrameError, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION,
     OP_PING, OP_PONG, OP_TEXT,
@@ -60,6 +61,9 @@ struct Held {
     utf8_checked: usize,
     /// Frames of the fragmented message so far (bounded by [`max_fragments`]).
     fragment_count: usize,
+    /// The fragmented message is compressed (its first frame had RSV1): `fragments` holds
+    /// deflate data, inflated (and checked) once the message is complete.
+    compressed: bool,
 }
 
 impl Held {
@@ -72,11 +76,19 @@ impl Held {
 pub struct MessageReader {
     held: Option<Box<Held>>,
     max_payload: usize,
+    /// permessage-deflate was negotiated: RSV1 messages are accepted and inflated.
+    deflate: bool,
 }
 
 impl MessageReader {
     pub fn new(max_payload: usize) -> Self {
-        Self { max_payload, held: None }
+        Self { max_payload, held: None, deflate: false }
+    }
+
+    /// A reader for a connection that negotiated permessage-deflate. A compressed message's
+    /// inflated size counts against `max_payload` too, as it is produced.
+    pub fn with_deflate(max_payload: usize) -> Self {
+        Self { max_payload, held: None, deflate: true }
     }
 
     /// True when no partial frame or message is held (the connection owns no read memory).
@@ -133,7 +145,7 @@ impl MessageReader {
         sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
     ) -> Result<(usize, Flow), FrameError> {
         let mut pos = 0;
-        while let Some(header) = parse_header(&buf[pos..], self.max_payload)? {
+        while let Some(header) = parse_header(&buf[pos..], self.max_payload, self.deflate)? {
             if header.frame_len() > buf.len() - pos {
                 // A continuation that cannot fit the message fails before its payload is
                 // buffered. Only a continuation: any other data frame here is a protocol error,
@@ -167,9 +179,11 @@ impl MessageReader {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if header.fin {
-                    return deliver(header.opcode, payload, sink);
+                    return deliver(header.opcode, payload, header.rsv1, self.max_payload, sink);
                 }
-                self.held().fragment_opcode = header.opcode;
+                let held = self.held();
+                held.fragment_opcode = header.opcode;
+                held.compressed = header.rsv1;
                 self.append_fragment(payload)?;
                 Ok(Flow::Continue)
             }
@@ -181,12 +195,14 @@ impl MessageReader {
                 if !header.fin {
                     return Ok(Flow::Continue);
                 }
+                let max_payload = self.max_payload;
                 let held = self.held();
                 let opcode = std::mem::replace(&mut held.fragment_opcode, OP_CONTINUATION);
                 let message = std::mem::take(&mut held.fragments);
+                let compressed = std::mem::take(&mut held.compressed);
                 held.utf8_checked = 0;
                 held.fragment_count = 0;
-                deliver(opcode, &message, sink)
+                deliver(opcode, &message, compressed, max_payload, sink)
             }
             OP_PING => Ok(sink(Incoming::Ping(payload))),
             OP_PONG => Ok(sink(Incoming::Pong(payload))),
@@ -210,7 +226,7 @@ impl MessageReader {
             return Err(FrameError::TooFragmented);
         }
         held.fragments.extend_from_slice(payload);
-        if held.fragment_opcode == OP_TEXT {
+        if held.fragment_opcode == OP_TEXT && !held.compressed {
             // Fail fast: reject as soon as the bytes so far cannot start valid UTF-8.
             match simdutf8::compat::from_utf8(&held.fragments[held.utf8_checked..]) {
                 Ok(_) => held.utf8_checked = held.fragments.len(),
@@ -222,7 +238,26 @@ impl MessageReader {
     }
 }
 
+/// Hands a complete message to `sink`; a compressed one is inflated first (at most `max_payload`
+/// bytes of output, on this thread's inflater).
 fn deliver(
+    opcode: u8,
+    payload: &[u8],
+    compressed: bool,
+    max_payload: usize,
+    sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
+) -> Result<Flow, FrameError> {
+    if !compressed {
+        return deliver_plain(opcode, payload, sink);
+    }
+    match deflate::inflate(payload, max_payload, |inflated| deliver_plain(opcode, inflated, sink)) {
+        Ok(result) => result,
+        Err(InflateError::TooLarge) => Err(FrameError::TooLarge),
+        Err(InflateError::Invalid) => Err(FrameError::InvalidCompressed),
+    }
+}
+
+fn deliver_plain(
     opcode: u8,
     payload: &[u8],
     sink: &mut dyn FnMut(Incoming<'_>) -> Flow,
@@ -289,6 +324,39 @@ mod tests {
         assert_eq!(res, Ok(Flow::Continue));
         assert_eq!(got, vec![Got::Text("hello".into()), Got::Binary(vec![1, 2, 3])]);
         assert!(r.is_idle());
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_fragmented() {
+        use crate::protocol::deflate::compress;
+        let text = "{\"event\":\"chat\",\"data\":\"hello hello hello hello\"}".repeat(20);
+        let packed = compress(text.as_bytes(), 6, 15);
+        let mut r = MessageReader::with_deflate(4096);
+        let mut bytes = frame(0xC1, &packed);
+        // The same message in three fragments: RSV1 on the first only.
+        let (a, rest) = packed.split_at(packed.len() / 3);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        bytes.extend(frame(0x41, a));
+        bytes.extend(frame(0x89, b"ping"));
+        bytes.extend(frame(0x00, b));
+        bytes.extend(frame(0x80, c));
+        bytes.extend(frame(0x81, b"plain"));
+        let (got, res) = run(&mut r, &bytes);
+        assert_eq!(res, Ok(Flow::Continue));
+        assert_eq!(got, vec![Got::Text(text.clone()), Got::Ping(b"ping".to_vec()), Got::Text(text), Got::Text("plain".into())]);
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn compressed_input_is_bounded_checked_and_only_with_deflate() {
+        use crate::protocol::deflate::compress;
+        let bomb = compress(&vec![b'a'; 100_000], 9, 15);
+        assert!(bomb.len() < 1024);
+        assert_eq!(run(&mut MessageReader::with_deflate(1024), &frame(0xC1, &bomb)).1, Err(FrameError::TooLarge));
+        assert_eq!(run(&mut MessageReader::with_deflate(1024), &frame(0xC1, &[0xff; 8])).1, Err(FrameError::InvalidCompressed));
+        let not_utf8 = compress(&[0xff, 0xfe], 1, 15);
+        assert_eq!(run(&mut MessageReader::with_deflate(1024), &frame(0xC1, &not_utf8)).1, Err(FrameError::InvalidUtf8));
+        assert!(matches!(run(&mut MessageReader::new(1024), &frame(0xC1, &bomb)).1, Err(FrameError::Protocol(_))));
     }
 
     #[test]
