@@ -65,7 +65,11 @@ export declare class NativeServer {
   leave(id: number, room: string): boolean
   setUser(id: number, user?: string | undefined | null): boolean
   close(id: number, code: number, reason: string): void
-  /** Last ping round-trip in milliseconds, if the connection exists. */
+  /**
+   * Last ping round-trip in milliseconds, if the connection exists.
+   * Whether a connection negotiated permessage-deflate (false when it is gone).
+   */
+  compression(id: number): boolean
   rtt(id: number): number | null
   /** Unix time in milliseconds of the last bytes received on a connection. */
   lastSeen(id: number): number | null
@@ -183,6 +187,11 @@ export interface ServerOptions {
   clusterPrefix?: string
   clusterNodeTimeoutMs?: number
   clusterSharded?: boolean
+  /** `compression` normalised by JS: on, and its threshold, level and window bits. */
+  compression?: boolean
+  compressionThreshold?: number
+  compressionLevel?: number
+  compressionWindowBits?: number
 }
 
 /** Test hook: proves a panic inside an export becomes a JS exception. */

@@ -669,7 +669,7 @@ test('browser: Chromium negotiates permessage-deflate with examples/chat; a 1,50
 
   // Above the 256-byte threshold both ways (Chromium compresses what it sends, the server what it
   // publishes); varied enough that a corrupted inflate would show.
-  const long = Array.from({ length: 150 }, (_, i) => `w${String(i).padStart(3, '0')}-${'abcdefghij'[i % 10]}.`).join('').slice(0, 1500)
+  const long = Array.from({ length: 215 }, (_, i) => `w${String(i).padStart(3, '0')}-${'abcdefghij'[i % 10]}.`).join('').slice(0, 1500)
   assert.equal(long.length, 1500)
   const arrived = (page, line) =>
     page.waitForFunction((text) => [...document.querySelectorAll('#log p')].some((p) => p.textContent === text), line, { timeout: 10_000 })

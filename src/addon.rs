@@ -2,6 +2,7 @@
 //! catches panics (`catch_unwind`) so a bug surfaces as a JS exception, never as an abort.
 
 use crate::config::{ClusterConfig, Config, NamespaceConfig};
+use crate::protocol::deflate::DeflateConfig;
 use crate::fanout::RemoteIds;
 use crate::metrics::Target;
 use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
@@ -70,6 +71,11 @@ pub struct ServerOptions {
     pub cluster_prefix: Option<String>,
     pub cluster_node_timeout_ms: Option<f64>,
     pub cluster_sharded: Option<bool>,
+    /// `compression` normalised by JS: on, and its threshold, level and window bits.
+    pub compression: Option<bool>,
+    pub compression_threshold: Option<f64>,
+    pub compression_level: Option<u32>,
+    pub compression_window_bits: Option<u32>,
 }
 
 fn count(v: Option<f64>, default: usize) -> usize {
@@ -157,6 +163,14 @@ fn to_config(o: ServerOptions) -> Result<Config> {
             prefix: o.cluster_prefix.unwrap_or_else(|| "ferrosocket".into()),
             node_timeout: millis(o.cluster_node_timeout_ms, Duration::from_secs(10)),
             sharded: o.cluster_sharded,
+        }),
+        compression: o.compression.unwrap_or(false).then(|| {
+            let d = DeflateConfig::default();
+            DeflateConfig {
+                threshold: count(o.compression_threshold, d.threshold),
+                level: o.compression_level.unwrap_or(d.level),
+                max_window_bits: o.compression_window_bits.map_or(d.max_window_bits, |b| b as u8),
+            }
         }),
     })
 }
@@ -368,6 +382,12 @@ impl NativeServer {
     }
 
     /// Last ping round-trip in milliseconds, if the connection exists.
+    /// Whether a connection negotiated permessage-deflate (false when it is gone).
+    #[napi(catch_unwind)]
+    pub fn compression(&self, id: f64) -> bool {
+        self.server.deflate_window(id as u64).is_some_and(|bits| bits != 0)
+    }
+
     #[napi(catch_unwind)]
     pub fn rtt(&self, id: f64) -> Option<f64> {
         self.server.rtt_us(id as u64).map(|us| us as f64 / 1000.0)
@@ -461,6 +481,7 @@ impl NativeServer {
             "closed": codes(&s.closed),
             "handshakesRejected": codes(&s.handshakes_rejected),
             "backpressureCloses": s.backpressure_closes,
+            "compressed": s.compressed,
             "publishes": publishes,
             "namespaces": namespaces,
             "inboundPendingBytes": r.inbound_pending_bytes,

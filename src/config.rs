@@ -1,6 +1,7 @@
 //! Server options after validation. Built once by the N-API adapter from the JS options object;
 //! everything downstream reads plain Rust values.
 
+use crate::protocol::deflate::DeflateConfig;
 use crate::protocol::policy::{OriginPattern, TrustProxy};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub struct Config {
     pub report_rejections: bool,
     /// Several nodes over Redis; `None` = this process alone.
     pub cluster: Option<ClusterConfig>,
+    /// permessage-deflate (`compression` option); `None`: never negotiated.
+    pub compression: Option<DeflateConfig>,
 }
 
 /// `cluster: { redis, prefix, nodeTimeoutMs, sharded }`.
@@ -108,6 +111,7 @@ impl Default for Config {
             node_id: "node".into(),
             report_rejections: false,
             cluster: None,
+            compression: None,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
@@ -130,6 +134,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.namespaces.is_empty() {
             return Err("at least one namespace is required".into());
+        }
+        if let Some(c) = &self.compression {
+            if c.level > 9 || !(9..=15).contains(&c.max_window_bits) {
+                return Err("compression: level must be 0-9 and serverMaxWindowBits 9-15".into());
+            }
         }
         let mut paths = HashSet::new();
         for ns in &self.namespaces {

@@ -103,6 +103,9 @@ pub struct Conn {
     /// thread that runs the connection (uncontended), read by metrics.
     received: AtomicU64,
     received_bytes: AtomicU64,
+    /// permessage-deflate: the window (bits) messages to this connection may be compressed
+    /// with; 0 when the extension was not negotiated.
+    deflate_window: u8,
 }
 
 /// One connection's traffic so far (`conn.stats`, and the metrics' per-namespace sums).
@@ -127,16 +130,19 @@ impl Traffic {
     }
 }
 
+/// A connection's limits (from the server's options) and what its handshake negotiated.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    pub max_queued_messages: usize,
+    pub max_buffered_bytes: usize,
+    pub max_inflight: u32,
+    /// permessage-deflate window bits; 0 when not negotiated.
+    pub deflate_window: u8,
+}
+
 impl Conn {
-    pub fn new(
-        id: u64,
-        namespace: usize,
-        stream: TcpStream,
-        driver: Arc<Wakeups>,
-        max_queued_messages: usize,
-        max_buffered_bytes: usize,
-        max_inflight: u32,
-    ) -> Self {
+    pub fn new(id: u64, namespace: usize, stream: TcpStream, driver: Arc<Wakeups>, options: ConnOptions) -> Self {
+        let ConnOptions { max_queued_messages, max_buffered_bytes, max_inflight, deflate_window } = options;
         Self {
             id,
             namespace: u32::try_from(namespace).expect("namespace index fits u32"),
@@ -163,7 +169,14 @@ impl Conn {
             rtt_us: AtomicU32::new(0),
             received: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
+            deflate_window,
         }
+    }
+
+    /// The window bits compressed messages to this connection use; 0: it negotiated no
+    /// permessage-deflate (send plain frames only).
+    pub fn deflate_window(&self) -> u8 {
+        self.deflate_window
     }
 
     /// Counts `n` bytes read from the socket (the driver thread that runs this connection).

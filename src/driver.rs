@@ -219,7 +219,7 @@ impl Driver {
             session::finish(&conn, &self.ctx, false, false);
             return;
         }
-        let session = Session::new(&self.ctx);
+        let session = Session::new(&self.ctx, &conn);
         let entry = Entry { conn, session, queued: true, deadline_set: false, congested: false };
         let entry = self.entries[slot as usize].insert(Box::new(entry));
         if !early.is_empty() {

@@ -195,6 +195,7 @@ impl FanOut for LocalFanOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::ConnOptions;
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>);
@@ -209,7 +210,8 @@ mod tests {
     fn conn(id: u64) -> Arc<Conn> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        Arc::new(Conn::new(id, 0, stream, Arc::default(), 10, 1000, 10))
+        let options = ConnOptions { max_queued_messages: 10, max_buffered_bytes: 1000, max_inflight: 10, deflate_window: 0 };
+        Arc::new(Conn::new(id, 0, stream, Arc::default(), options))
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod conn;
 pub mod driver;
 pub mod envelope;
 pub mod fanout;
+pub mod frames;
 pub mod hooks;
 pub mod inbound;
 pub mod lifecycle;

@@ -47,6 +47,9 @@ pub struct Metrics {
     handshakes_rejected: Mutex<BTreeMap<u16, u64>>,
     backpressure_closes: AtomicU64,
     publishes: [AtomicU64; 5],
+    /// Messages compressed (permessage-deflate): once per publish and window size, however many
+    /// recipients share the compressed frame.
+    compressed: AtomicU64,
     namespaces: Vec<Namespace>,
 }
 
@@ -59,6 +62,7 @@ pub struct Snapshot {
     /// HTTP status → upgrades refused with it.
     pub handshakes_rejected: BTreeMap<u16, u64>,
     pub backpressure_closes: u64,
+    pub compressed: u64,
     /// By [`Target`] index.
     pub publishes: [u64; 5],
     /// Per namespace: messages refused in Rust, and the departed connections' traffic.
@@ -74,6 +78,7 @@ impl Metrics {
             handshakes_rejected: Mutex::new(BTreeMap::new()),
             backpressure_closes: AtomicU64::new(0),
             publishes: Default::default(),
+            compressed: AtomicU64::new(0),
             namespaces: (0..namespaces).map(|_| Namespace::default()).collect(),
         }
     }
@@ -106,6 +111,12 @@ impl Metrics {
         }
     }
 
+    pub fn compressed(&self, messages: usize) {
+        if messages > 0 {
+            self.compressed.fetch_add(messages as u64, Ordering::Relaxed);
+        }
+    }
+
     pub fn published(&self, target: Target) {
         self.publishes[target as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -116,6 +127,7 @@ impl Metrics {
             closed: self.closed.lock().clone(),
             handshakes_rejected: self.handshakes_rejected.lock().clone(),
             backpressure_closes: self.backpressure_closes.load(Ordering::Relaxed),
+            compressed: self.compressed.load(Ordering::Relaxed),
             publishes: std::array::from_fn(|i| self.publishes[i].load(Ordering::Relaxed)),
             rejected: self.namespaces.iter().map(|ns| ns.rejected.load(Ordering::Relaxed)).collect(),
             departed: self.namespaces.iter().map(|ns| *ns.departed.lock()).collect(),

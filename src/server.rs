@@ -5,6 +5,7 @@
 
 use crate::bridge::{Bridge, TakenBatch};
 use crate::config::Config;
+use crate::frames::OutboundFrames;
 use crate::conn::Conn;
 use crate::session::{Departures, InboundHook, SessionContext};
 use crate::driver;
@@ -197,19 +198,21 @@ impl Server {
     }
 
     fn publish_local(&self, audience: &Audience<'_>, payload: &[u8]) -> usize {
-        let frame = frame::encode(frame::OP_TEXT, payload);
-        if self.corked.load(Ordering::Relaxed) {
+        let mut frames = OutboundFrames::new(frame::OP_TEXT, payload, self.config.compression.as_ref());
+        let n = if self.corked.load(Ordering::Relaxed) {
             let mut pending = self.corked_conns.lock();
             self.fanout.deliver_local(audience, &mut |conn| {
-                if conn.send_corked(&frame) {
+                if conn.send_corked(frames.for_conn(conn)) {
                     pending.push(conn.clone());
                 }
             })
         } else {
             self.fanout.deliver_local(audience, &mut |conn| {
-                conn.send(&frame);
+                conn.send(frames.for_conn(conn));
             })
-        }
+        };
+        self.metrics.compressed(frames.compressions());
+        n
     }
 
     /// Sends a frame to one connection; false when it does not exist or is closing.
@@ -218,7 +221,9 @@ impl Server {
     pub fn send_to(&self, id: u64, payload: &[u8], binary: bool) -> bool {
         let opcode = if binary { frame::OP_BINARY } else { frame::OP_TEXT };
         let Some(conn) = self.fanout.connection(id) else { return false };
-        let frame = frame::encode(opcode, payload);
+        let mut frames = OutboundFrames::new(opcode, payload, self.config.compression.as_ref());
+        let frame = frames.for_conn(&conn).clone();
+        self.metrics.compressed(frames.compressions());
         if self.corked.load(Ordering::Relaxed) {
             if conn.send_corked(&frame) {
                 self.corked_conns.lock().push(conn);
@@ -357,6 +362,11 @@ impl Server {
     }
 
     /// Last ping round-trip of a connection in microseconds.
+    /// The permessage-deflate window of a connection (0: not negotiated); `None` when it is gone.
+    pub fn deflate_window(&self, id: u64) -> Option<u8> {
+        self.fanout.connection(id).map(|conn| conn.deflate_window())
+    }
+
     pub fn rtt_us(&self, id: u64) -> Option<u64> {
         self.fanout.connection(id).map(|c| c.rtt_us())
     }

@@ -128,9 +128,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(ctx: &SessionContext) -> Self {
+    pub(crate) fn new(ctx: &SessionContext, conn: &Conn) -> Self {
+        let max_payload = ctx.config.max_payload;
         Self {
-            reader: MessageReader::new(ctx.config.max_payload),
+            reader: if conn.deflate_window() != 0 { MessageReader::with_deflate(max_payload) } else { MessageReader::new(max_payload) },
             readable: false,
             peer_closed: false,
             discarding: false,
@@ -284,6 +285,7 @@ impl Session {
             Err(FrameError::TooLarge) => (close::MESSAGE_TOO_BIG, "Message too large"),
             Err(FrameError::InvalidUtf8) => (close::INVALID_PAYLOAD, "Invalid message payload"),
             Err(FrameError::TooFragmented) => (close::MESSAGE_TOO_BIG, "Too many fragments"),
+            Err(FrameError::InvalidCompressed) => (close::INVALID_PAYLOAD, "Invalid compressed data"),
         };
         self.discarding = true;
         self.reader = MessageReader::new(0);

@@ -8,8 +8,9 @@
 //! one slow `authenticate` never delays another handshake.
 
 use crate::config::Config;
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnOptions};
 use crate::protocol::close;
+use crate::protocol::deflate::{self, Agreement};
 use crate::protocol::frame;
 use crate::protocol::handshake::{self, Decision, HeadRead, UpgradeRequest};
 use crate::protocol::policy;
@@ -105,6 +106,8 @@ struct Upgrade {
     namespace: usize,
     accept_key: String,
     protocol: Option<String>,
+    /// permessage-deflate, when enabled and offered acceptably.
+    deflate: Option<Agreement>,
     remote: IpAddr,
     head_len: usize,
     head_text: String,
@@ -157,7 +160,8 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         abandon(&ctx);
         return reject(&ctx, stream, 503.into()).await;
     }
-    let response = handshake::switching_protocols(&upgrade.accept_key, upgrade.protocol.as_deref());
+    let extensions = upgrade.deflate.map(|agreement| agreement.response());
+    let response = handshake::switching_protocols(&upgrade.accept_key, upgrade.protocol.as_deref(), extensions.as_deref());
     if stream.write_all(&response).await.is_err() {
         return abandon(&ctx);
     }
@@ -179,9 +183,12 @@ pub(crate) async fn handshake_then_serve(mut stream: TcpStream, peer: SocketAddr
         upgrade.namespace,
         stream,
         driver.wakeups().clone(),
-        config.max_queued_messages,
-        config.max_buffered_bytes,
-        config.max_inflight_messages,
+        ConnOptions {
+            max_queued_messages: config.max_queued_messages,
+            max_buffered_bytes: config.max_buffered_bytes,
+            max_inflight: config.max_inflight_messages,
+            deflate_window: upgrade.deflate.map_or(0, |agreement| agreement.window_bits),
+        },
     ));
     ctx.fanout.open(id, upgrade.namespace, conn.clone(), user.as_deref());
     ctx.metrics.opened();
@@ -232,8 +239,9 @@ async fn read_and_check(
         request.header("x-real-ip"),
         &config.trust_proxy,
     );
+    let deflate = config.compression.as_ref().and_then(|c| deflate::negotiate(request.header_values("sec-websocket-extensions"), c));
     let head_text = String::from_utf8_lossy(&buf[..head_len]).into_owned();
-    Ok(Upgrade { namespace, accept_key, protocol, remote, head_len, head_text })
+    Ok(Upgrade { namespace, accept_key, protocol, deflate, remote, head_len, head_text })
 }
 
 /// Reads until the request head is complete (checking what `buf` already holds first).

@@ -163,6 +163,11 @@ export class Connection implements ConnectionState {
     return x.trace ?? undefined
   }
 
+  /** Whether this connection negotiated permessage-deflate. */
+  get compression(): boolean {
+    return (this._state & State.CLOSED) === 0 && this._ns.server._native.compression(this._nid)
+  }
+
   /** Last heartbeat round-trip in milliseconds (undefined before the first pong). */
   get rtt(): number | undefined {
     const ms = this._state & State.CLOSED ? null : this._ns.server._native.rtt(this._nid)

@@ -18,6 +18,7 @@ export interface NativeMetrics {
   closed: Record<string, number>
   handshakesRejected: Record<string, number>
   backpressureCloses: number
+  compressed: number
   publishes: Record<'connection' | 'room' | 'user' | 'audience' | 'broadcast', number>
   namespaces: Array<{
     connections: number
@@ -181,6 +182,7 @@ export function exposition(native: NativeMetrics, js: JsMetrics, names: readonly
     (['connection', 'room', 'user', 'audience', 'broadcast'] as const).map((target) => [{ target }, publishes[target] ?? 0]),
   )
   out.family('ferrosocket_backpressure_closes_total', 'counter', 'Connections closed 1013 because their outbound queue overflowed.', [[{}, native.backpressureCloses]])
+  out.family('ferrosocket_messages_compressed_total', 'counter', 'Messages compressed with permessage-deflate (once per publish, shared by its recipients).', [[{}, native.compressed]])
   out.family('ferrosocket_inbound_pending_bytes', 'gauge', 'Inbound bytes received and not yet handled, counted against maxPendingBytes.', [[{}, native.inboundPendingBytes]])
   out.family('ferrosocket_outbound_queued_bytes', 'gauge', 'Bytes waiting in connections\' outbound queues.', [[{}, sum((ns) => ns.queuedBytes)]])
   if (js.handlers !== null && js.handlers.byEvent.size > 0) {

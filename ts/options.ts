@@ -103,6 +103,26 @@ export function nativeOptions(options: InternalOptions, nodeId: string, namespac
     referenceHandlers: options.__referenceHandlers === true,
     nodeId,
     ...redisClusterOptions(options.cluster),
+    ...compressionOptions(options.compression),
+  }
+}
+
+/** `compression: true | { threshold, level, serverMaxWindowBits }`, checked. */
+function compressionOptions(compression: unknown): Partial<NativeServerOptions> {
+  if (compression === undefined || compression === false) return {}
+  if (compression === true) return { compression: true }
+  if (compression === null || typeof compression !== 'object') throw new TypeError('option compression must be a boolean or { threshold, level, serverMaxWindowBits }')
+  const c = compression as Record<string, unknown>
+  const integer = (name: string, value: unknown, min: number, max: number): number | undefined => {
+    if (value === undefined) return undefined
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw new TypeError(`option compression.${name} must be an integer from ${min} to ${max}`)
+    return value
+  }
+  return {
+    compression: true,
+    compressionThreshold: integer('threshold', c.threshold, 0, 2 ** 31),
+    compressionLevel: integer('level', c.level, 0, 9),
+    compressionWindowBits: integer('serverMaxWindowBits', c.serverMaxWindowBits, 9, 15),
   }
 }
 

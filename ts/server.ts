@@ -189,6 +189,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
       handshakesRejected: native.handshakesRejected,
       publishes: { ...native.publishes, connection: this._metrics.connectionPublishes },
       backpressureCloses: native.backpressureCloses,
+      compressedMessages: native.compressed,
       unknownReplies: this._stats.unknownReplies,
       droppedMessages: this._stats.droppedMessages,
       inboundPendingBytes: native.inboundPendingBytes,

@@ -141,6 +141,11 @@ export interface ServerOptions<
   namespaces?: { [K in keyof NS]: NS[K] | null }
   /** Largest accepted message in bytes; larger closes 1009. Default `65536`. */
   maxPayload?: number
+  /**
+   * permessage-deflate (RFC 7692) for clients that offer it, e.g. every browser (see README
+   * "Compression"). Default off. `true` takes the defaults.
+   */
+  compression?: boolean | CompressionOptions
   /** Names this process in connection ids (`${nodeId}:${n}`), so ids stay unique across the nodes of a cluster. Default `${hostname}-${pid}`. */
   nodeId?: string
   /** Several nodes: `{ bus }`, a bus the application provides (see README "Running several nodes"). */
@@ -204,6 +209,15 @@ export interface ServerOptions<
 }
 
 /** Traffic counters of a namespace, or of the whole server. */
+export interface CompressionOptions {
+  /** Messages with a smaller payload are sent uncompressed. Default `256` (bytes). */
+  threshold?: number
+  /** zlib level, 0 (stored) to 9 (smallest). Default `1`: a publish is compressed once whatever its audience, so the level trades CPU per publish for bytes per recipient. */
+  level?: number
+  /** Largest window the server compresses with, 9–15. Default `15`. */
+  serverMaxWindowBits?: number
+}
+
 export interface TrafficStats {
   /** Open connections. */
   connections: number
@@ -235,6 +249,8 @@ export interface ServerStats extends TrafficStats {
   publishes: Record<'connection' | 'room' | 'user' | 'audience' | 'broadcast', number>
   /** Connections closed 1013 because their outbound queue overflowed. */
   backpressureCloses: number
+  /** With `compression`: messages compressed, once per publish however many recipients share the compressed frame (messages other nodes deliver here are not counted). */
+  compressedMessages: number
   /** Replies from clients whose id matched no pending `conn.request` (unknown ids and late replies after a timeout). */
   unknownReplies: number
   /** Messages and requests received but never handled: buffered without a handler and pushed out (`maxBufferedMessages`) or still buffered at close, queued when the connection ended without a close handshake, or queued behind a handler that failed. */
@@ -526,6 +542,8 @@ export interface Connection<C extends Contract = UntypedContract, D = unknown> {
   readonly isOpen: boolean
   /** Last heartbeat round-trip in milliseconds (`undefined` before the first pong). */
   readonly rtt: number | undefined
+  /** Whether this connection negotiated permessage-deflate (`compression` option; false once closed). */
+  readonly compression: boolean
   /** Messages and bytes in and out so far, queued output, unhandled input (a snapshot; zeros once closed). */
   readonly stats: ConnectionStats
   /** Trace context of the upgrade request's `traceparent` header, if it had a valid one. */

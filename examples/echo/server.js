@@ -14,6 +14,7 @@ async function main() {
     maxPayload: 64 * 1024 * 1024, // Autobahn section 9 sends messages up to 16 MiB
     backpressure: { maxQueuedMessages: 10_000, maxBufferedBytes: 256 * 1024 * 1024 },
     heartbeat: { intervalMs: 0 },
+    compression: process.env.COMPRESSION !== '0', // permessage-deflate: Autobahn sections 12 and 13
   })
   server.onConnection((conn) => conn.onRawMessage((data) => conn.sendRaw(data)))
   await server.listen()

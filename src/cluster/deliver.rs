@@ -5,6 +5,8 @@ use super::message::{self, Kind, Message, NO_TARGET};
 use super::names;
 use crate::conn::Conn;
 use crate::fanout::FanOut;
+use crate::frames::OutboundFrames;
+use crate::protocol::deflate::DeflateConfig;
 use crate::protocol::frame;
 use crate::registry::Audience;
 use std::collections::HashMap;
@@ -86,7 +88,7 @@ pub enum Outcome {
 /// connection that got its first one since the last flush is pushed on `corked`, and the caller
 /// flushes them all after a burst of messages (one vectored write per socket per burst, as for a
 /// batch of publishes from JS).
-pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMap<String, usize>, fanout: &dyn FanOut, corked: &mut Vec<Arc<Conn>>) -> Outcome {
+pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMap<String, usize>, fanout: &dyn FanOut, corked: &mut Vec<Arc<Conn>>, deflate: Option<&DeflateConfig>) -> Outcome {
     let Ok(m) = message::decode(bytes) else { return Outcome::Invalid };
     if m.origin == node_id {
         return Outcome::Own;
@@ -103,9 +105,9 @@ pub fn deliver(bytes: &[u8], node_id: &str, id_prefix: &str, namespaces: &HashMa
     };
     match m.kind {
         Kind::Publish => {
-            let frame = frame::encode(frame::OP_TEXT, m.payload);
+            let mut frames = OutboundFrames::new(frame::OP_TEXT, m.payload, deflate);
             Outcome::Delivered(fanout.deliver_local(&audience, &mut |conn| {
-                if conn.send_corked(&frame) {
+                if conn.send_corked(frames.for_conn(conn)) {
                     corked.push(conn.clone());
                 }
             }))

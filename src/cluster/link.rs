@@ -16,6 +16,7 @@ use super::deliver::{self, Outcome};
 use super::membership::{Membership, Op};
 use super::message;
 use crate::config::ClusterConfig;
+use crate::protocol::deflate::DeflateConfig;
 use crate::conn::Conn;
 use crate::fanout::LocalFanOut;
 use bytes::Bytes;
@@ -96,6 +97,8 @@ struct Scripts {
 
 pub struct Link {
     node_id: String,
+    /// permessage-deflate for delivered messages (the server's `compression` option).
+    compression: Option<DeflateConfig>,
     id_prefix: String,
     prefix: String,
     node_timeout: Duration,
@@ -148,6 +151,7 @@ fn new_client(config: &Config, receive_buffer: usize) -> Result<Client, String> 
 impl Link {
     pub fn start(
         node_id: &str,
+        compression: Option<DeflateConfig>,
         cluster: &ClusterConfig,
         namespaces: Vec<String>,
         membership: Arc<Membership>,
@@ -161,6 +165,7 @@ impl Link {
         let (outbox, queue) = mpsc::channel(MAX_QUEUED_PUBLISHES);
         let link = Arc::new(Self {
             node_id: node_id.to_owned(),
+            compression,
             id_prefix: format!("{node_id}:"),
             prefix: cluster.prefix.clone(),
             node_timeout: cluster.node_timeout,
@@ -462,7 +467,7 @@ fn receive(link: &Link, m: &fred::types::Message, namespaces: &HashMap<String, u
         Value::String(s) => s.as_bytes(),
         _ => &[],
     };
-    let counter = match deliver::deliver(bytes, &link.node_id, &link.id_prefix, namespaces, &*link.local, corked) {
+    let counter = match deliver::deliver(bytes, &link.node_id, &link.id_prefix, namespaces, &*link.local, corked, link.compression.as_ref()) {
         Outcome::Own => return,
         Outcome::Delivered(_) => &link.counters.received,
         Outcome::Invalid => &link.counters.invalid,

@@ -150,7 +150,7 @@ impl Cluster {
         let membership = Arc::new(Membership::new(&cluster.prefix, &config.node_id, namespaces.clone()));
         let observer: Arc<dyn Observer> = membership.clone();
         let local = Arc::new(LocalFanOut::new(namespaces.len(), vec![observer]));
-        let link = Link::start(&config.node_id, cluster, namespaces, membership, local.clone(), runtime)?;
+        let link = Link::start(&config.node_id, config.compression, cluster, namespaces, membership, local.clone(), runtime)?;
         Ok(Self { fanout: Arc::new(ClusterFanOut { local, link: link.clone() }), link })
     }
 
