@@ -347,6 +347,9 @@ struct FanState {
     /// Wakes a publisher when one of its broadcasts completes (or is given up).
     notify: Vec<Notify>,
     last_progress: Cell<u64>,
+    /// When the last delivery arrived (µs): progress even while no broadcast completes (a slow
+    /// server that takes longer than the window to reach every subscriber).
+    last_delivery: Cell<u64>,
 }
 
 impl FanState {
@@ -375,6 +378,7 @@ impl FanState {
             compressed_deliveries: Cell::new(0),
             notify: (0..publishers).map(|_| Notify::new()).collect(),
             last_progress: Cell::new(0),
+            last_delivery: Cell::new(0),
         }
     }
 
@@ -387,6 +391,7 @@ impl FanState {
     #[inline]
     fn delivered(&self, seq: u64, t: u64, now: u64) {
         let measuring = self.phase.get() == MEASURE;
+        self.last_delivery.set(now);
         if measuring {
             self.deliveries.set(self.deliveries.get() + 1);
             self.delivery.borrow_mut().record(now.saturating_sub(t));
@@ -520,6 +525,7 @@ struct FanReport {
 fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
     let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
+    let quiet_ms = (now_us() - st.last_delivery.get().max(st.last_progress.get())) / 1000;
     let d = st.delivery.borrow();
     let c = st.completion.borrow();
     let rate = deliveries as f64 / wall;
@@ -552,6 +558,7 @@ fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
         "broadcasts_completed": st.completed.get(),
         "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
         "ms_since_last_completion": stalled_ms,
+        "ms_since_last_delivery": quiet_ms,
         "lost_broadcasts": st.lost.get(),
         "missing_deliveries": st.missing.get(),
         "unknown_seq": st.unknown.get(),
