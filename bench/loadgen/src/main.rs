@@ -97,6 +97,8 @@ modes:
   echo    --conns N --inflight K --size B --duration S
   fanout  --subs N --window W --size B --duration S [--room NAME] [--settle S] [--loss-timeout S]
   rooms   --rooms R --members M --publishers P --window W --size B --duration S [--settle S] [--loss-timeout S]
+          fanout, rooms: [--warmup-completions N [--warmup-completions-timeout S]]
+          (before the --warmup seconds, publish until N broadcasts reached all their members)
   idle    --conns N --hold S
   connect --conns C --duration S
 common options:

@@ -326,6 +326,8 @@ struct FanState {
     deliveries: Cell<u64>,
     sent: Cell<u64>,
     completed: Cell<u64>,
+    /// Broadcasts completed in any phase (`completed` counts the measured window only).
+    completed_total: Cell<u64>,
     /// Broadcasts in flight, per publisher.
     inflight: Vec<Cell<usize>>,
     next_seq: Cell<u64>,
@@ -364,6 +366,7 @@ impl FanState {
             deliveries: Cell::new(0),
             sent: Cell::new(0),
             completed: Cell::new(0),
+            completed_total: Cell::new(0),
             inflight: (0..publishers).map(|_| Cell::new(0)).collect(),
             next_seq: Cell::new(0),
             pending: RefCell::new(HashMap::with_capacity(window * publishers * 2)),
@@ -403,6 +406,7 @@ impl FanState {
                 if e.remaining == 0 {
                     let (t0, publisher) = (e.t, e.publisher);
                     p.remove(&seq);
+                    self.completed_total.set(self.completed_total.get() + 1);
                     if measuring {
                         self.completed.set(self.completed.get() + 1);
                         self.completion.borrow_mut().record(now.saturating_sub(t0));
@@ -500,6 +504,23 @@ async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, plan: Publishers, ro
     errors
 }
 
+/// `--warmup-completions N`: before the timed warm-up, keep publishing until N broadcasts reached
+/// every member (at most `--warmup-completions-timeout` seconds, default 60), so that the window
+/// starts after each subscriber got a message — e.g. after a server that compresses per socket
+/// (ws) created every socket's zlib stream, which for 10,000 subscribers takes longer than a
+/// quick run's warm-up. Returns (completed, seconds waited) for the JSON.
+async fn warm_until_completed(st: &Rc<FanState>, args: &Args) -> Value {
+    let n: u64 = args.num("warmup-completions", 0u64);
+    if n == 0 {
+        return Value::Null;
+    }
+    let cap = args.secs("warmup-completions-timeout", 60.0);
+    st.phase.set(WARMUP);
+    let t0 = Instant::now();
+    let reached = wait_until(cap, || st.completed_total.get() >= n).await;
+    json!({ "wanted": n, "completed": st.completed_total.get(), "reached": reached, "waited_s": round3(t0.elapsed().as_secs_f64()) })
+}
+
 fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
     if loss_timeout.is_zero() {
         return;
@@ -594,6 +615,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let pub_error = pub_errors.first().cloned();
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
+    let warmed = warm_until_completed(&st, args).await;
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let report = fan_report(&st, w, deliveries);
     let human = format!(
@@ -612,6 +634,7 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
             "conns": st.conns.json(),
             "subscribed": members,
             "publisher_error": pub_error,
+            "warmup_completions": warmed,
         }),
     );
     let mut out = merge(out, report.json);
@@ -647,6 +670,7 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
     let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: publishers, window, body, settle }, rooms).await;
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
+    let warmed = warm_until_completed(&st, args).await;
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let report = fan_report(&st, w, deliveries);
     let human = format!(
@@ -666,6 +690,7 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
             "subscribed": members,
             "subscribed_per_url": st.subscribed_per_url_json(),
             "rooms_without_members": st.room_members.iter().filter(|c| c.get() == 0).count(),
+            "warmup_completions": warmed,
             "publisher_error": pub_errors.first(),
             "publisher_errors": pub_errors,
         }),
