@@ -42,6 +42,8 @@ const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferros
   --quick         ~1 minute per couple of peers: shorter runs (2 s) and holds; same workloads
   --peers         which servers (default: every available one; ws is the baseline of the ratios)
   --workloads     comma list of: ${'echo,fanout-1k,fanout-10k,idle-10k,idle-19k,connect'}
+                  and, only when named, the compressed variants
+                  ${'fanout-1k-deflate,fanout-10k-deflate,idle-10k-deflate'}
   --duration S    measured seconds per throughput run (default 10, quick 2)
   --repeat N      run every workload × peer N times (peers interleaved) and report medians
   --out DIR       results directory (default bench/results)
@@ -50,7 +52,11 @@ Peers: ws (+bufferutil) and socketio from bench/node_modules (installed on first
 from the repository root (needs the addon built: npm run build), uws when $UWS_DIR points to a
 /work/shared/peers/get-uws.sh install. Only when named: ferrosocket-telemetry (telemetry on at info, a
 no-op sink), ferrosocket-scraped (the same, plus server.metrics() every second) and
-ferrosocket-dashboard (the dashboard mounted, its state fetched over HTTP every second).`
+ferrosocket-dashboard (the dashboard mounted, its state fetched over HTTP every second).
+Compressed workloads (*-deflate): the load generator offers permessage-deflate (--deflate) and
+publishes the ~1 KB chat-message JSON (--payload json1k); each peer runs with its compression env:
+FERROSOCKET_COMPRESSION=1, WS_DEFLATE=1 (or as set in the environment, e.g. WS_DEFLATE=default),
+UWS_COMPRESSION=shared; socketio has no compression variant and is skipped there.`
 
 function parseArgs(argv) {
   const o = { quick: false, pin: true, out: path.join(BENCH, 'results') }
@@ -98,6 +104,18 @@ function workloads(opts) {
     latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
     latency2: ['completion_us', ['p50', 'p99'], 'completion'],
   })
+  // Compressed variants: run only when named. The loadgen offers permessage-deflate (no context
+  // takeover either way) and publishes ~1 KB of chat-message JSON; each peer gets its compression env.
+  const DEFLATE = ['--deflate', '--payload', 'json1k']
+  // ws compresses per socket and creates each socket's zlib stream on its first compressed send
+  // (~4.5 s for 10,000 on one core): warm up until one broadcast reached every subscriber.
+  const fanoutDeflate = (id, subs) => ({
+    ...fanout(id, subs),
+    title: `fanout, permessage-deflate: ${subs.toLocaleString('en-US')} subscribers, 1 KB JSON, 4 broadcasts in flight`,
+    args: ['--subs', String(subs), '--window', '4', ...DEFLATE, '--duration', d, '--warmup', warm, '--warmup-completions', '1', '--sources', SOURCES],
+    deflate: true,
+    onlyNamed: true,
+  })
   return [
     {
       id: 'echo',
@@ -137,12 +155,33 @@ function workloads(opts) {
       unit: 'handshakes/s',
       latency: ['handshake_us', ['p50', 'p99'], 'handshake'],
     },
+    fanoutDeflate('fanout-1k-deflate', 1000),
+    fanoutDeflate('fanout-10k-deflate', 10000),
+    {
+      id: 'idle-10k-deflate',
+      title: 'idle, permessage-deflate negotiated: 10,000 connections held',
+      mode: 'idle',
+      args: ['--conns', '10000', '--hold', hold, '--sources', SOURCES, '--deflate'],
+      kind: 'idle',
+      conns: 10000,
+      deflate: true,
+      onlyNamed: true,
+    },
   ]
 }
 
 // ---------------------------------------------------------------------------------------------
 // peers
 // ---------------------------------------------------------------------------------------------
+
+// The env that turns a peer's compression on (the *-deflate workloads); a value already in the
+// environment wins (e.g. WS_DEFLATE=default, FERROSOCKET_COMPRESSION='{"level":6}').
+const FERRO_DEFLATE = () => ({ FERROSOCKET_COMPRESSION: process.env.FERROSOCKET_COMPRESSION || '1' })
+const DEFLATE_ENV = {
+  ws: () => ({ WS_DEFLATE: process.env.WS_DEFLATE || '1' }),
+  uws: () => ({ UWS_COMPRESSION: process.env.UWS_COMPRESSION || 'shared' }),
+}
+const deflateEnv = (name) => (DEFLATE_ENV[name] || (PEERS[name].script.startsWith('ferrosocket') ? FERRO_DEFLATE : () => null))()
 
 function uwsNode() {
   const dir = process.env.UWS_DIR
@@ -261,7 +300,7 @@ function procStat(pid) {
 }
 
 /** Start a peer; resolves { child, pid, port, stderr() } once it prints LISTENING <port>. */
-function startServer(name) {
+function startServer(name, extraEnv) {
   const peer = PEERS[name]
   const node = (peer.node && peer.node()) || process.execPath
   const script = path.join(BENCH, 'peers', peer.script)
@@ -269,7 +308,7 @@ function startServer(name) {
   const cmd = ['bash', '-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'bench-peer', ...PIN.server, node, script]
   const child = spawn(cmd[0], cmd.slice(1), {
     cwd: BENCH,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...peer.env },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...peer.env, ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let err = ''
@@ -319,9 +358,17 @@ function runTimeoutMs(wl) {
 
 async function runOne(name, wl) {
   const rec = { workload: wl.id, peer: name }
+  const env = wl.deflate ? deflateEnv(name) : null
+  if (wl.deflate) {
+    if (!env) {
+      rec.error = `${name} has no compression variant`
+      return rec
+    }
+    rec.env = env
+  }
   let server
   try {
-    server = await startServer(name)
+    server = await startServer(name, env)
   } catch (e) {
     rec.error = e.message
     return rec
@@ -366,6 +413,7 @@ function summarize(wl, rec) {
       rss_baseline_kb: s.rss_kb_baseline,
       rss_held_kb: s.rss_kb_held,
       rss_bytes_per_conn: s.rss_bytes_per_conn,
+      ...(wl.deflate ? { deflate_negotiated: j.deflate?.negotiated ?? 0 } : {}),
       ok: j.failed === 0 && j.closed_early === 0 && j.opened === wl.conns,
     }
   }
@@ -385,7 +433,20 @@ function summarize(wl, rec) {
   if (wl.mode === 'fanout') {
     sum.subscribed = j.subscribed
     sum.broadcasts_per_s = j.broadcasts_per_s
+    sum.wire_bytes_per_delivery = j.wire_bytes_per_delivery
+    sum.payload_bytes_per_delivery = j.payload_bytes_per_delivery
     sum.ok = j.subscribed === j.params.subs && !j.publisher_error && j.conns.closed_early === 0 && j.ms_since_last_completion < 2000
+    if (wl.deflate) {
+      // share of the deliveries that came compressed; handshakes that negotiated the extension
+      sum.compressed_share = j.deliveries ? j.compressed_deliveries / j.deliveries : null
+      sum.deflate_negotiated = j.deflate?.negotiated ?? 0
+      // A server compressing per recipient (ws) can take longer than a quick run's window to reach
+      // 10,000 subscribers: no broadcast completes, yet deliveries flow. Here a stall is 2 s
+      // without any delivery (older loadgen output: without a completion).
+      const quiet = j.ms_since_last_delivery ?? j.ms_since_last_completion
+      sum.ok = j.subscribed === j.params.subs && !j.publisher_error && j.conns.closed_early === 0 && quiet < 2000 && j.deliveries > 0 && (j.deflate?.inflate_errors ?? 0) === 0
+    }
+    if (!j.broadcasts_completed) sum.latency.completion_us = { p50: null, p99: null } // none completed in the window
   } else if (wl.mode === 'echo') {
     sum.ok = j.conns.failed === 0 && j.conns.closed_early === 0 && j.messages > 0
   } else {
@@ -488,8 +549,9 @@ function markdown(report) {
     L.push(`## ${wl.title}`)
     L.push('')
     if (wl.kind === 'idle') {
-      L.push('| server | opened | failed | closed early | open time (s) | RSS before (MiB) | RSS held (MiB) | RSS / conn (KB) | vs ws |')
-      L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+      const dz = wl.deflate
+      L.push(`| server | opened | failed | closed early | open time (s) | RSS before (MiB) | RSS held (MiB) | RSS / conn (KB) | vs ws |${dz ? ' deflate negotiated |' : ''}`)
+      L.push(`|---|---:|---:|---:|---:|---:|---:|---:|---:|${dz ? '---:|' : ''}`)
       for (const rec of recs) {
         const s = rec.summary
         if (!s) {
@@ -497,14 +559,16 @@ function markdown(report) {
           continue
         }
         L.push(
-          `| ${rec.peer} | ${fmtInt(s.opened)} | ${fmtInt(s.failed)} | ${fmtInt(s.closed_early)} | ${s.open_s?.toFixed(2)} | ${(s.rss_baseline_kb / 1024).toFixed(1)} | ${(s.rss_held_kb / 1024).toFixed(1)} | ${fmtKB(s.rss_bytes_per_conn)} | ${fmtX(r[rec.peer]?.rss_per_conn_vs_ws)} |`,
+          `| ${rec.peer} | ${fmtInt(s.opened)} | ${fmtInt(s.failed)} | ${fmtInt(s.closed_early)} | ${s.open_s?.toFixed(2)} | ${(s.rss_baseline_kb / 1024).toFixed(1)} | ${(s.rss_held_kb / 1024).toFixed(1)} | ${fmtKB(s.rss_bytes_per_conn)} | ${fmtX(r[rec.peer]?.rss_per_conn_vs_ws)} |${dz ? ` ${fmtInt(s.deflate_negotiated)} |` : ''}`,
         )
       }
     } else {
       const lats = [wl.latency, wl.latency2].filter(Boolean)
       const latCols = lats.flatMap(([, ps, label]) => ps.map((p) => `${label} ${p} (ms)`))
-      L.push(`| server | ${wl.unit} | per server CPU-s | vs ws | vs ws per CPU-s | ${latCols.join(' | ')} | server CPU | loadgen CPU |`)
-      L.push(`|---|---:|---:|---:|---:|${latCols.map(() => '---:').join('|')}|---:|---:|`)
+      const dz = wl.deflate
+      const dzCols = dz ? ' wire B / delivery | payload B / delivery | compressed |' : ''
+      L.push(`| server | ${wl.unit} | per server CPU-s | vs ws | vs ws per CPU-s | ${latCols.join(' | ')} | server CPU | loadgen CPU |${dzCols}`)
+      L.push(`|---|---:|---:|---:|---:|${latCols.map(() => '---:').join('|')}|---:|---:|${dz ? '---:|---:|---:|' : ''}`)
       for (const rec of recs) {
         const s = rec.summary
         if (!s) {
@@ -513,7 +577,8 @@ function markdown(report) {
         }
         const latVals = lats.flatMap(([k, ps]) => ps.map((p) => fmtMs(s.latency[k]?.[p])))
         L.push(
-          `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtX(r[rec.peer]?.raw_vs_ws)} | ${fmtX(r[rec.peer]?.per_cpu_vs_ws)} | ${latVals.join(' | ')} | ${fmtPct(s.server_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} |`,
+          `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtX(r[rec.peer]?.raw_vs_ws)} | ${fmtX(r[rec.peer]?.per_cpu_vs_ws)} | ${latVals.join(' | ')} | ${fmtPct(s.server_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} |` +
+            (dz ? ` ${s.wire_bytes_per_delivery?.toFixed(0) ?? '–'} | ${s.payload_bytes_per_delivery?.toFixed(0) ?? '–'} | ${fmtPct(s.compressed_share)} |` : ''),
         )
       }
     }
@@ -523,6 +588,18 @@ function markdown(report) {
     }
     const notes = raw.filter((x) => x.error || (x.summary && !x.summary.ok))
     for (const n of notes) L.push(`\n⚠ ${n.peer}${report.repeat > 1 ? ` (run ${n.rep + 1})` : ''}: ${n.error || describeProblem(wl, n)}`)
+    if (wl.deflate) {
+      const envs = [...new Map(raw.filter((x) => x.env).map((x) => [x.peer, x.env])).entries()]
+      if (envs.length) L.push(`\nCompression: ${envs.map(([p, e]) => `${p} ${Object.entries(e).map(([k, v]) => `${k}=${v}`).join(' ')}`).join('; ')}; load generator \`--deflate\` (offer: \`${raw.find((x) => x.loadgen?.deflate)?.loadgen.deflate.offer ?? '–'}\`), publishers send uncompressed.`)
+      for (const x of raw.filter((y) => y.loadgen?.deflate)) {
+        const dfl = x.loadgen.deflate
+        if (dfl.negotiated < dfl.handshakes)
+          L.push(`\nℹ ${x.peer}${report.repeat > 1 ? ` (run ${x.rep + 1})` : ''}: permessage-deflate negotiated on ${fmtInt(dfl.negotiated)} of ${fmtInt(dfl.handshakes)} connections — ${dfl.negotiated ? 'partly' : 'this run is'} uncompressed.`)
+        else if (dfl.server_context_takeover) L.push(`\nℹ ${x.peer}: the server kept its compression context on ${fmtInt(dfl.server_context_takeover)} connections (response \`${dfl.response}\`).`)
+        if (wl.mode === 'fanout' && x.loadgen.broadcasts_completed === 0 && x.loadgen.deliveries > 0)
+          L.push(`\nℹ ${x.peer}: no broadcast reached all ${fmtInt(x.loadgen.params.subs)} subscribers within the ${x.loadgen.params.duration_s} s window; the rate counts the ${fmtInt(x.loadgen.deliveries)} deliveries that arrived in it.`)
+      }
+    }
     L.push('')
   }
   L.push(`Chart: [${path.basename(report.files.svg)}](${path.basename(report.files.svg)}) · raw data: [${path.basename(report.files.json)}](${path.basename(report.files.json)})`)
@@ -535,7 +612,7 @@ function describeProblem(wl, rec) {
   if (!j) return 'no result'
   if (wl.kind === 'idle') return `opened ${j.opened}/${wl.conns}, failed ${j.failed}, closed early ${j.closed_early}${j.conns?.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   if (wl.mode === 'fanout')
-    return `subscribed ${j.subscribed}/${j.params.subs}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, last completion ${j.ms_since_last_completion} ms before the end${j.publisher_error ? `, ${j.publisher_error}` : ''}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
+    return `subscribed ${j.subscribed}/${j.params.subs}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, last completion ${j.ms_since_last_completion} ms before the end${j.ms_since_last_delivery != null ? ` (last delivery ${j.ms_since_last_delivery} ms)` : ''}${j.deflate?.inflate_errors ? `, ${j.deflate.inflate_errors} inflate errors (${j.deflate.first_inflate_error})` : ''}${j.publisher_error ? `, ${j.publisher_error}` : ''}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   if (wl.mode === 'echo') return `failed ${j.conns.failed}, closed early ${j.conns.closed_early}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   return `failed handshakes ${j.failed}, unclean closes ${j.unclean_close ?? 0}${j.first_error ? ` (first error: ${j.first_error})` : ''}`
 }
@@ -593,7 +670,7 @@ function svgChart(report) {
   const width = 920
   const peers = report.peers
   const label = (wl) =>
-    ({ echo: 'echo\n100×16×64 B', 'fanout-1k': 'fanout\n1k subs', 'fanout-10k': 'fanout\n10k subs', 'idle-10k': 'idle 10k\nmemory', 'idle-19k': 'idle 19k\nmemory', connect: 'connect\nrate' })[wl.id] || wl.id
+    ({ echo: 'echo\n100×16×64 B', 'fanout-1k': 'fanout\n1k subs', 'fanout-10k': 'fanout\n10k subs', 'idle-10k': 'idle 10k\nmemory', 'idle-19k': 'idle 19k\nmemory', connect: 'connect\nrate', 'fanout-1k-deflate': 'fanout 1k\ndeflate', 'fanout-10k-deflate': 'fanout 10k\ndeflate', 'idle-10k-deflate': 'idle 10k\ndeflate' })[wl.id] || wl.id
   const perCpu = report.workloads.map((wl) => ({
     label: label(wl),
     values: Object.fromEntries(
@@ -653,7 +730,8 @@ async function main() {
   if (PIN.loadgen.length) spawnSync('taskset', ['-a', '-p', '-c', PIN.loadgen[2], String(process.pid)], { stdio: 'ignore' })
 
   const all = workloads(opts)
-  const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all
+  // The compressed workloads run only when named (--workloads).
+  const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all.filter((w) => !w.onlyNamed)
   // The observability variants run only when named (--peers): they answer a question about one change.
   const wanted = opts.peers || PEER_ORDER.filter((p) => !PEERS[p].env)
   for (const p of wanted) if (!PEERS[p]) fail(`unknown peer ${p} (known: ${PEER_ORDER.join(', ')})`)
@@ -686,7 +764,7 @@ async function main() {
     peers,
     peer_versions: Object.fromEntries(peers.map((p) => [p, peerVersion(p)])),
     skipped,
-    workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns })),
+    workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate })),
     repeat: opts.repeat || 1,
     runs: [],
     aggregate: {},

@@ -16,6 +16,18 @@ function listening(p) {
   process.stdout.write(`LISTENING ${p}\n`)
 }
 
+/**
+ * ferrosocket's `compression` option from FERROSOCKET_COMPRESSION (the `*-deflate` workloads of
+ * run.js): unset/empty/0 → undefined (off), 1/true → true (all defaults), else JSON (e.g.
+ * '{"level":6}').
+ */
+function ferrosocketCompression() {
+  const v = process.env.FERROSOCKET_COMPRESSION
+  if (!v || v === '0' || v === 'false') return undefined
+  if (v === '1' || v === 'true') return true
+  return JSON.parse(v)
+}
+
 function onExit(fn) {
   let done = false
   const stop = () => {
@@ -31,4 +43,4 @@ function onExit(fn) {
   process.on('SIGINT', stop)
 }
 
-module.exports = { port, host, listening, onExit }
+module.exports = { port, host, listening, onExit, ferrosocketCompression }

@@ -5,12 +5,13 @@
 //   echo  -> conn.publish('echo', data)              (data parsed in JS, re-serialised on publish)
 //   sub   -> conn.join(room); conn.publish('subscribed', data)
 //   bcast -> server.publishToRoom(room, 'bcast', data)  (serialised once, fanned out in Rust)
+// FERROSOCKET_COMPRESSION: as in ferrosocket.js (the `*-deflate` workloads).
 const path = require('path')
 const { createServer } = require(path.join(__dirname, '..', '..', 'index.js'))
-const { port, host, listening, onExit } = require('./common')
+const { port, host, listening, onExit, ferrosocketCompression } = require('./common')
 
 async function main() {
-  const server = createServer({ port: port(), host: host(), path: '/ws' })
+  const server = createServer({ port: port(), host: host(), path: '/ws', compression: ferrosocketCompression() })
   server.onConnection((conn) => {
     conn.onMessage('echo', (d) => conn.publish('echo', d))
     conn.onMessage('sub', (d) => {

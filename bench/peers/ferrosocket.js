@@ -11,9 +11,13 @@
 //   FERROSOCKET_SCRAPE_MS=<ms>     server.metrics() called that often (a Prometheus scrape)
 //   FERROSOCKET_DASHBOARD_POLL_MS=<ms>  the dashboard mounted on a local HTTP server and its
 //                                  ./api/state fetched that often (an operator's open page)
+// Compression (the `*-deflate` workloads of run.js):
+//   FERROSOCKET_COMPRESSION=1      createServer({ compression: true }) (permessage-deflate, spec
+//                                  defaults: threshold 256, level 1); JSON for an object, e.g.
+//                                  FERROSOCKET_COMPRESSION='{"level":6}'
 const path = require('path')
 const { createServer } = require(path.join(__dirname, '..', '..', 'index.js'))
-const { port, host, listening, onExit } = require('./common')
+const { port, host, listening, onExit, ferrosocketCompression } = require('./common')
 
 async function openDashboard(server, pollMs) {
   const http = require('http')
@@ -28,7 +32,7 @@ async function openDashboard(server, pollMs) {
 async function main() {
   const level = process.env.FERROSOCKET_TELEMETRY
   const telemetry = level ? { level, onEvent: () => {} } : undefined
-  const server = createServer({ port: port(), host: host(), path: '/ws', telemetry })
+  const server = createServer({ port: port(), host: host(), path: '/ws', telemetry, compression: ferrosocketCompression() })
   const scrapeMs = Number(process.env.FERROSOCKET_SCRAPE_MS)
   if (scrapeMs > 0) setInterval(() => void server.metrics(), scrapeMs).unref()
   const pollMs = Number(process.env.FERROSOCKET_DASHBOARD_POLL_MS)

@@ -4,6 +4,12 @@
 //   echo  -> JSON.parse, JSON.stringify back to the sender
 //   sub   -> ws.subscribe(room); reply `subscribed`
 //   bcast -> app.publish(room, JSON.stringify({event:'bcast', data}))  (one encode, native fan-out)
+// Compression (the `*-deflate` workloads of run.js), UWS_COMPRESSION:
+//   shared     compression: uWS.SHARED_COMPRESSOR (one deflate stream shared by all sockets, so
+//              server_no_context_takeover), and send/publish with compress = true for messages of
+//              256 characters or more (uWS has no threshold of its own; 256 is ferrosocket's
+//              default). Level and window are uWS's own (not settable from JS).
+//   unset/off  compression: uWS.DISABLED (as before)
 const path = require('path')
 const { port, host, listening, onExit } = require('./common')
 
@@ -25,8 +31,16 @@ function loadUws() {
 const uWS = loadUws()
 const decoder = new TextDecoder()
 
+const COMPRESSION = (() => {
+  const v = process.env.UWS_COMPRESSION
+  if (!v || v === 'off' || v === '0') return uWS.DISABLED
+  if (v === 'shared') return uWS.SHARED_COMPRESSOR
+  throw new Error(`UWS_COMPRESSION must be shared or off, not ${v}`)
+})()
+const THRESHOLD = COMPRESSION === uWS.DISABLED ? Infinity : 256
+
 const app = uWS.App().ws('/ws', {
-  compression: uWS.DISABLED,
+  compression: COMPRESSION,
   maxPayloadLength: 64 * 1024,
   maxBackpressure: 1024 * 1024,
   idleTimeout: 0,
@@ -41,12 +55,15 @@ const app = uWS.App().ws('/ws', {
     }
     const { event, data } = msg
     if (event === 'echo') {
-      ws.send(JSON.stringify({ event: 'echo', data }), false)
+      const out = JSON.stringify({ event: 'echo', data })
+      ws.send(out, false, out.length >= THRESHOLD)
     } else if (event === 'sub') {
       ws.subscribe(data.room)
-      ws.send(JSON.stringify({ event: 'subscribed', data }), false)
+      const out = JSON.stringify({ event: 'subscribed', data })
+      ws.send(out, false, out.length >= THRESHOLD)
     } else if (event === 'bcast') {
-      app.publish(data.room, JSON.stringify({ event: 'bcast', data }), false)
+      const out = JSON.stringify({ event: 'bcast', data })
+      app.publish(data.room, out, false, out.length >= THRESHOLD)
     }
   },
 })

@@ -3,6 +3,15 @@
 //   echo  -> JSON.parse, then JSON.stringify of {event:'echo', data} back to the sender
 //   sub   -> join data.room (a JS Set of sockets), reply `subscribed`
 //   bcast -> serialise {event:'bcast', data} once, send the same bytes to every room member
+// Compression (the `*-deflate` workloads of run.js), WS_DEFLATE:
+//   1        perMessageDeflate: { threshold: 256, zlibDeflateOptions: { level: 1 } } — ws's defaults
+//            (window 15, memLevel 8, concurrencyLimit 10, server/client context takeover as the
+//            client offers: the bench's client asks for none) except the two values ferrosocket's
+//            `compression: true` uses, so both compress the same messages at the same zlib level.
+//            ws compresses per recipient (one zlib stream per socket, on libuv's threadpool): a
+//            broadcast to N members is N compressions.
+//   default  perMessageDeflate: true (ws's defaults as they come: threshold 1024, zlib level 6)
+//   unset/0  perMessageDeflate: false (as before)
 const { WebSocketServer } = require('ws')
 const { port, host, listening, onExit } = require('./common')
 
@@ -15,11 +24,19 @@ try {
 
 const rooms = new Map() // room -> Set<WebSocket>
 
+function perMessageDeflate() {
+  const v = process.env.WS_DEFLATE
+  if (!v || v === '0' || v === 'false') return false
+  if (v === 'default') return true
+  if (v === '1' || v === 'true') return { threshold: 256, zlibDeflateOptions: { level: 1 } }
+  throw new Error(`WS_DEFLATE must be 1, default or 0, not ${v}`)
+}
+
 const wss = new WebSocketServer({
   host: host(),
   port: port(),
   path: '/ws',
-  perMessageDeflate: false,
+  perMessageDeflate: perMessageDeflate(),
   clientTracking: false,
   backlog: 4096,
 })

@@ -1038,6 +1038,7 @@ mod tests {
             warmup: Duration::from_millis(50),
             connect_concurrency: 1,
             connect_timeout: Duration::from_secs(2),
+            deflate: None,
         };
         let map: HashMap<String, Vec<String>> = [("conns", "4"), ("duration", "0.4")].iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect();
         let j = run(ctx, &crate::Args { map }).0;

@@ -5,8 +5,10 @@
 //! process.
 
 mod connect;
+mod deflate;
 mod hist;
 mod modes;
+mod payload;
 mod sys;
 mod ws;
 
@@ -39,6 +41,8 @@ pub struct Ctx {
     pub warmup: Duration,
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
+    /// `--deflate` / `--deflate-offer`: the permessage-deflate offer every connection makes.
+    pub deflate: Option<String>,
 }
 
 impl Ctx {
@@ -93,6 +97,8 @@ modes:
   echo    --conns N --inflight K --size B --duration S
   fanout  --subs N --window W --size B --duration S [--room NAME] [--settle S] [--loss-timeout S]
   rooms   --rooms R --members M --publishers P --window W --size B --duration S [--settle S] [--loss-timeout S]
+          fanout, rooms: [--warmup-completions N [--warmup-completions-timeout S]]
+          (before the --warmup seconds, publish until N broadcasts reached all their members)
   idle    --conns N --hold S
   connect --conns C --duration S
 common options:
@@ -106,6 +112,14 @@ common options:
   --warmup S                 seconds of load before measuring (default 1; echo/fanout/connect)
   --connect-concurrency N    handshakes in progress at once while opening connections (default 64)
   --connect-timeout S        per-connection handshake timeout (default 10)
+  --deflate                  offer permessage-deflate (client_no_context_takeover; server_no_context_takeover)
+                             and inflate compressed messages (RSV1); what we send stays uncompressed.
+                             Output gets a `deflate` object; fanout/rooms also report wire bytes (not connect)
+  --deflate-offer OFFER      the same with another offer, e.g. 'permessage-deflate; client_max_window_bits'
+                             (a browser's: a server that keeps its context gets an inflater per connection)
+  --payload pad|json|json1k  fanout/rooms broadcast data: pad (default: `pad` of x's up to --size),
+                             json (a chat-message-like object, --size bytes, compressible like real JSON),
+                             json1k (json with --size 1024)
 output: one JSON object on stdout, one human-readable line on stderr";
 
 fn main() {
@@ -117,10 +131,15 @@ fn main() {
     }
     let mode = argv[0].clone();
     let mut map = HashMap::new();
+    // options that take no value
+    const FLAGS: [&str; 1] = ["deflate"];
     let mut i = 1;
     while i < argv.len() {
         let k = argv[i].strip_prefix("--").unwrap_or_else(|| die(&format!("unexpected argument {}\n{USAGE}", argv[i])));
-        if let Some((k, v)) = k.split_once('=') {
+        if FLAGS.contains(&k) {
+            map.entry(k.to_string()).or_insert_with(Vec::new).push("1".to_string());
+            i += 1;
+        } else if let Some((k, v)) = k.split_once('=') {
             map.entry(k.to_string()).or_insert_with(Vec::new).push(v.to_string());
             i += 1;
         } else {
@@ -161,11 +180,21 @@ fn main() {
         warmup: args.secs("warmup", 1.0),
         connect_concurrency: args.num("connect-concurrency", 64usize).max(1),
         connect_timeout: args.secs("connect-timeout", 10.0),
+        deflate: match (args.str("deflate-offer"), args.str("deflate")) {
+            (Some(o), _) => Some(o.to_string()),
+            (None, Some("1" | "true")) => Some(deflate::DEFAULT_OFFER.to_string()),
+            (None, Some("0" | "false") | None) => None,
+            (None, Some(v)) => die(&format!("--deflate takes no value (got {v}); see --deflate-offer")),
+        },
     };
 
+    let deflate_offer = ctx.deflate.clone();
     let result = if mode == "connect" {
         if ctx.targets.len() > 1 {
             die("connect: one --url only");
+        }
+        if ctx.deflate.is_some() {
+            die("connect: --deflate is not supported");
         }
         // Its own epoll loop on raw sockets, no tokio (see connect.rs).
         connect::run(ctx, &args)
@@ -185,6 +214,9 @@ fn main() {
     let (mut json, human) = result;
     if let Some(o) = json.as_object_mut() {
         o.insert("nofile_limit".into(), serde_json::json!({ "soft": soft, "hard": hard }));
+        if let Some(offer) = &deflate_offer {
+            o.insert("deflate".into(), deflate::stats_json(offer));
+        }
     }
     println!("{}", json);
     eprintln!("{human}");

@@ -4,7 +4,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::io::Write as _;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,7 +11,9 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::deflate;
 use crate::hist::Hist;
+use crate::payload::Body;
 use crate::sys::{self, round3};
 use crate::ws::{self, Conn};
 use crate::{now_us, Args, Ctx};
@@ -79,7 +80,7 @@ async fn open(ctx: &Ctx, i: usize, rbuf: usize) -> Result<Conn, String> {
 }
 
 async fn open_to(ctx: &Ctx, target: &ws::Target, i: usize, rbuf: usize) -> Result<Conn, String> {
-    match timeout(ctx.connect_timeout, ws::connect(target, ctx.source(i), ctx.proto, rbuf)).await {
+    match timeout(ctx.connect_timeout, ws::connect(target, ctx.source(i), ctx.proto, rbuf, ctx.deflate.as_deref())).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("handshake timeout".into()),
@@ -325,6 +326,8 @@ struct FanState {
     deliveries: Cell<u64>,
     sent: Cell<u64>,
     completed: Cell<u64>,
+    /// Broadcasts completed in any phase (`completed` counts the measured window only).
+    completed_total: Cell<u64>,
     /// Broadcasts in flight, per publisher.
     inflight: Vec<Cell<usize>>,
     next_seq: Cell<u64>,
@@ -337,9 +340,18 @@ struct FanState {
     missing: Cell<u64>,
     delivery: RefCell<Hist>,
     completion: RefCell<Hist>,
+    /// In the measured window, over all subscribers: bytes read from their sockets (frames as sent,
+    /// compressed or not), the delivered messages' bytes (after inflating), and how many of the
+    /// deliveries came compressed.
+    wire_bytes: Cell<u64>,
+    payload_bytes: Cell<u64>,
+    compressed_deliveries: Cell<u64>,
     /// Wakes a publisher when one of its broadcasts completes (or is given up).
     notify: Vec<Notify>,
     last_progress: Cell<u64>,
+    /// When the last delivery arrived (µs): progress even while no broadcast completes (a slow
+    /// server that takes longer than the window to reach every subscriber).
+    last_delivery: Cell<u64>,
 }
 
 impl FanState {
@@ -354,6 +366,7 @@ impl FanState {
             deliveries: Cell::new(0),
             sent: Cell::new(0),
             completed: Cell::new(0),
+            completed_total: Cell::new(0),
             inflight: (0..publishers).map(|_| Cell::new(0)).collect(),
             next_seq: Cell::new(0),
             pending: RefCell::new(HashMap::with_capacity(window * publishers * 2)),
@@ -363,8 +376,12 @@ impl FanState {
             missing: Cell::new(0),
             delivery: RefCell::new(Hist::new()),
             completion: RefCell::new(Hist::new()),
+            wire_bytes: Cell::new(0),
+            payload_bytes: Cell::new(0),
+            compressed_deliveries: Cell::new(0),
             notify: (0..publishers).map(|_| Notify::new()).collect(),
             last_progress: Cell::new(0),
+            last_delivery: Cell::new(0),
         }
     }
 
@@ -377,6 +394,7 @@ impl FanState {
     #[inline]
     fn delivered(&self, seq: u64, t: u64, now: u64) {
         let measuring = self.phase.get() == MEASURE;
+        self.last_delivery.set(now);
         if measuring {
             self.deliveries.set(self.deliveries.get() + 1);
             self.delivery.borrow_mut().record(now.saturating_sub(t));
@@ -388,6 +406,7 @@ impl FanState {
                 if e.remaining == 0 {
                     let (t0, publisher) = (e.t, e.publisher);
                     p.remove(&seq);
+                    self.completed_total.set(self.completed_total.get() + 1);
                     if measuring {
                         self.completed.set(self.completed.get() + 1);
                         self.completion.borrow_mut().record(now.saturating_sub(t0));
@@ -441,6 +460,12 @@ async fn open_subscribers(ctx: &Rc<Ctx>, st: &Rc<FanState>, n: usize, sub_msgs: 
     .await;
 }
 
+/// `--payload` and `--size` of the fan-out modes.
+fn body_arg(args: &Args) -> Body {
+    let size = args.str("size").map(|_| args.num("size", 100usize));
+    Body::from_args(args.str("payload"), size, 100).unwrap_or_else(|e| crate::die(&e))
+}
+
 /// How the publishers of a fan-out run behave.
 struct Publishers {
     /// Connection index of the first publisher (after the subscribers).
@@ -448,8 +473,8 @@ struct Publishers {
     count: usize,
     /// Broadcasts in flight per publisher.
     window: usize,
-    /// Payload bytes.
-    size: usize,
+    /// What each broadcast carries, and its size.
+    body: Body,
     /// Wait between connecting them and starting.
     settle: Duration,
 }
@@ -457,7 +482,7 @@ struct Publishers {
 /// Connect the publisher connections to the first URL, wait `settle`, then start them.
 /// `rooms` lists (room name, members) of the rooms they publish to. Returns the errors.
 async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, plan: Publishers, rooms: Vec<(String, usize)>) -> Vec<String> {
-    let Publishers { first_index, count: publishers, window, size, settle } = plan;
+    let Publishers { first_index, count: publishers, window, body, settle } = plan;
     let rooms: Rc<Vec<(String, usize)>> = Rc::new(rooms.into_iter().filter(|(_, m)| *m > 0).collect());
     let mut errors = Vec::new();
     let mut conns = Vec::new();
@@ -472,11 +497,28 @@ async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, plan: Publishers, ro
         sleep(settle).await;
     }
     for (p, c) in conns.into_iter().enumerate() {
-        tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), c, p, window, size, rooms.clone()));
+        tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), c, p, window, body, rooms.clone()));
     }
     errors.sort();
     errors.dedup();
     errors
+}
+
+/// `--warmup-completions N`: before the timed warm-up, keep publishing until N broadcasts reached
+/// every member (at most `--warmup-completions-timeout` seconds, default 60), so that the window
+/// starts after each subscriber got a message — e.g. after a server that compresses per socket
+/// (ws) created every socket's zlib stream, which for 10,000 subscribers takes longer than a
+/// quick run's warm-up. Returns (completed, seconds waited) for the JSON.
+async fn warm_until_completed(st: &Rc<FanState>, args: &Args) -> Value {
+    let n: u64 = args.num("warmup-completions", 0u64);
+    if n == 0 {
+        return Value::Null;
+    }
+    let cap = args.secs("warmup-completions-timeout", 60.0);
+    st.phase.set(WARMUP);
+    let t0 = Instant::now();
+    let reached = wait_until(cap, || st.completed_total.get() >= n).await;
+    json!({ "wanted": n, "completed": st.completed_total.get(), "reached": reached, "waited_s": round3(t0.elapsed().as_secs_f64()) })
 }
 
 fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
@@ -504,11 +546,13 @@ struct FanReport {
 fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
     let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
+    let quiet_ms = (now_us() - st.last_delivery.get().max(st.last_progress.get())) / 1000;
     let d = st.delivery.borrow();
     let c = st.completion.borrow();
     let rate = deliveries as f64 / wall;
+    let per_delivery = |b: u64| if deliveries > 0 { round3(b as f64 / deliveries as f64) } else { 0.0 };
     let text = format!(
-        "{:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}",
+        "{:.0} deliveries/s ({:.0} bcast/s), delivery p50 {} us p99 {} us, completion p50 {} us p99 {} us; {}{}{}",
         rate,
         st.completed.get() as f64 / wall,
         d.percentile(50.0),
@@ -517,6 +561,16 @@ fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
         c.percentile(99.0),
         fmt_server(&w),
         if st.lost.get() > 0 { format!(", {} broadcasts lost", st.lost.get()) } else { String::new() },
+        if st.compressed_deliveries.get() > 0 {
+            format!(
+                "; {:.0} wire B / {:.0} payload B per delivery, {:.0}% compressed",
+                per_delivery(st.wire_bytes.get()),
+                per_delivery(st.payload_bytes.get()),
+                st.compressed_deliveries.get() as f64 * 100.0 / deliveries.max(1) as f64
+            )
+        } else {
+            String::new()
+        },
     );
     let json = json!({
         "deliveries": deliveries,
@@ -525,10 +579,16 @@ fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
         "broadcasts_completed": st.completed.get(),
         "broadcasts_per_s": (st.completed.get() as f64 / wall).round(),
         "ms_since_last_completion": stalled_ms,
+        "ms_since_last_delivery": quiet_ms,
         "lost_broadcasts": st.lost.get(),
         "missing_deliveries": st.missing.get(),
         "unknown_seq": st.unknown.get(),
         "unexpected_messages": st.other.get(),
+        "wire_bytes": st.wire_bytes.get(),
+        "wire_bytes_per_delivery": per_delivery(st.wire_bytes.get()),
+        "payload_bytes": st.payload_bytes.get(),
+        "payload_bytes_per_delivery": per_delivery(st.payload_bytes.get()),
+        "compressed_deliveries": st.compressed_deliveries.get(),
         "delivery_us": d.json(),
         "completion_us": c.json(),
         "window": w,
@@ -539,7 +599,8 @@ fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
 pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let n: usize = args.num("subs", 1000);
     let window: usize = args.num("window", 8usize).max(1);
-    let size: usize = args.num("size", 100);
+    let body = body_arg(args);
+    let size = body.size;
     let dur = args.secs("duration", 5.0);
     let settle = args.secs("settle", 0.0);
     let loss_timeout = args.secs("loss-timeout", 0.0);
@@ -550,10 +611,11 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     open_subscribers(&ctx, &st, n, &[room_sub_msg(ctx.proto, &room)], |_| 0).await;
     let open_s = t_open.elapsed().as_secs_f64();
     let members = st.subscribed.get();
-    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: 1, window, size, settle }, vec![(room, members)]).await;
+    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: 1, window, body, settle }, vec![(room, members)]).await;
     let pub_error = pub_errors.first().cloned();
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
+    let warmed = warm_until_completed(&st, args).await;
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let report = fan_report(&st, w, deliveries);
     let human = format!(
@@ -565,13 +627,14 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
         base_json(
             "fanout",
             &ctx,
-            json!({ "subs": n, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
+            json!({ "subs": n, "window": window, "size": size, "payload": body.name(), "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
         ),
         json!({
             "open_s": round3(open_s),
             "conns": st.conns.json(),
             "subscribed": members,
             "publisher_error": pub_error,
+            "warmup_completions": warmed,
         }),
     );
     let mut out = merge(out, report.json);
@@ -586,7 +649,8 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
     let m: usize = args.num("members", 10usize).max(1);
     let publishers: usize = args.num("publishers", 4usize).max(1);
     let window: usize = args.num("window", 4usize).max(1);
-    let size: usize = args.num("size", 100);
+    let body = body_arg(args);
+    let size = body.size;
     let dur = args.secs("duration", 5.0);
     let settle = args.secs("settle", 0.0);
     let loss_timeout = args.secs("loss-timeout", 0.0);
@@ -603,9 +667,10 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
     let open_s = t_open.elapsed().as_secs_f64();
     let members = st.subscribed.get();
     let rooms: Vec<(String, usize)> = names.into_iter().zip(st.room_members.iter().map(|c| c.get())).collect();
-    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: publishers, window, size, settle }, rooms).await;
+    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: publishers, window, body, settle }, rooms).await;
     st.last_progress.set(now_us());
     spawn_reaper(&st, loss_timeout);
+    let warmed = warm_until_completed(&st, args).await;
     let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
     let report = fan_report(&st, w, deliveries);
     let human = format!(
@@ -617,7 +682,7 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
         base_json(
             "rooms",
             &ctx,
-            json!({ "rooms": nrooms, "members": m, "subs": n, "publishers": publishers, "window": window, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
+            json!({ "rooms": nrooms, "members": m, "subs": n, "publishers": publishers, "window": window, "size": size, "payload": body.name(), "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
         ),
         json!({
             "open_s": round3(open_s),
@@ -625,6 +690,7 @@ pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {
             "subscribed": members,
             "subscribed_per_url": st.subscribed_per_url_json(),
             "rooms_without_members": st.room_members.iter().filter(|c| c.get() == 0).count(),
+            "warmup_completions": warmed,
             "publisher_error": pub_errors.first(),
             "publisher_errors": pub_errors,
         }),
@@ -665,12 +731,15 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg:
     u.set(u.get() + 1);
     st.room_members[room].set(st.room_members[room].get() + 1);
     loop {
-        match c.read_some().await {
+        let n = match c.read_some().await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+            Ok(n) => n as u64,
+        };
+        let measuring = st.phase.get() == MEASURE;
         let mut now = 0u64;
         let mut other = 0u64;
+        let mut payload = 0u64;
+        let compressed0 = deflate::compressed_count();
         c.drain(|m| {
             if proto.is_event(m, "bcast") {
                 if let Some((seq, e)) = ws::field_u64(m, b"\"seq\":", 0) {
@@ -678,6 +747,7 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg:
                         if now == 0 {
                             now = now_us();
                         }
+                        payload += m.len() as u64;
                         st.delivered(seq, t, now);
                         return;
                     }
@@ -687,6 +757,11 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg:
         });
         if other > 0 {
             st.other.set(st.other.get() + other);
+        }
+        if measuring {
+            st.wire_bytes.set(st.wire_bytes.get() + n);
+            st.payload_bytes.set(st.payload_bytes.get() + payload);
+            st.compressed_deliveries.set(st.compressed_deliveries.get() + deflate::compressed_count() - compressed0);
         }
         if c.flush().await.is_err() || c.got_close {
             break;
@@ -699,12 +774,12 @@ async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg:
 
 /// Publisher `p`: keeps at most `window` broadcasts in flight, each to a random room of `rooms`
 /// ((name, members joined), none empty).
-async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, p: usize, window: usize, size: usize, rooms: Rc<Vec<(String, usize)>>) {
+async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, p: usize, window: usize, body: Body, rooms: Rc<Vec<(String, usize)>>) {
     let proto = ctx.proto;
     let room_json: Vec<String> = rooms.iter().map(|(r, _)| serde_json::to_string(r).unwrap()).collect();
     let overhead = proto.envelope_overhead("bcast");
-    let mut data = Vec::with_capacity(size + 64);
-    let mut msg = Vec::with_capacity(size + 64);
+    let mut data = Vec::with_capacity(body.size + 64);
+    let mut msg = Vec::with_capacity(body.size + 64);
     let mut rng: u32 = 0x9e37_79b9u32.wrapping_mul(p as u32 + 1) | 1;
     loop {
         if st.phase.get() >= STOP {
@@ -715,11 +790,7 @@ async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut c: Conn, p: usize, window: 
             let seq = st.next_seq.get();
             st.next_seq.set(seq + 1);
             let t = now_us();
-            data.clear();
-            write!(data, "{{\"room\":{},\"seq\":{seq},\"t\":{t},\"pad\":\"", room_json[r]).unwrap();
-            let pad = size.saturating_sub(overhead + data.len() + 2);
-            data.extend(std::iter::repeat_n(b'x', pad));
-            data.extend_from_slice(b"\"}");
+            body.write(&mut data, &room_json[r], seq, t, overhead, &mut rng);
             msg.clear();
             proto.encode_event(&mut msg, "bcast", &data);
             st.pending.borrow_mut().insert(seq, Pending { t, remaining: rooms[r].1, publisher: p });
@@ -898,6 +969,7 @@ mod tests {
             warmup: Duration::from_millis(0),
             connect_concurrency: 1,
             connect_timeout: Duration::from_secs(1),
+            deflate: None,
         }
     }
 

@@ -11,6 +11,8 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::deflate;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Proto {
     /// ferrosocket's `{"event":..,"data":..}` envelope in plain text frames.
@@ -130,6 +132,15 @@ pub struct Conn {
     pub close_code: u16,
     sent_close: bool,
     pub proto: Proto,
+    /// permessage-deflate as negotiated (`--deflate`); `Off` otherwise.
+    inflate: deflate::Mode,
+    /// The fragmented message being collected has RSV1 (compressed).
+    frag_compressed: bool,
+    /// The last inflated message.
+    inflated: Vec<u8>,
+    /// Bytes read from the socket by `read_some` (after the handshake response: frames as they
+    /// are on the wire, compressed or not, headers included).
+    pub wire_in: u64,
 }
 
 #[derive(Debug)]
@@ -155,7 +166,8 @@ impl From<io::Error> for ConnectError {
 
 /// Open a TCP connection (optionally from a given loopback source address) and do the WebSocket
 /// handshake; for Socket.IO also the Engine.IO open packet and the Socket.IO namespace connect.
-pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_size: usize) -> Result<Conn, ConnectError> {
+/// `deflate`: the permessage-deflate offer to make (`--deflate`), None to offer no extension.
+pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_size: usize, deflate: Option<&str>) -> Result<Conn, ConnectError> {
     let sock = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = src {
         // Let connect() pick the source port per 4-tuple, so one source address can reach many
@@ -189,8 +201,12 @@ pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_si
         close_code: 0,
         sent_close: false,
         proto,
+        inflate: deflate::Mode::Off,
+        frag_compressed: false,
+        inflated: Vec::new(),
+        wire_in: 0,
     };
-    c.handshake(target).await?;
+    c.handshake(target, deflate).await?;
     if proto == Proto::SocketIo {
         c.socketio_connect().await?;
     }
@@ -198,14 +214,15 @@ pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_si
 }
 
 impl Conn {
-    async fn handshake(&mut self, target: &Target) -> Result<(), ConnectError> {
+    async fn handshake(&mut self, target: &Target, offer: Option<&str>) -> Result<(), ConnectError> {
         let mut nonce = [0u8; 16];
         for ch in nonce.chunks_mut(4) {
             ch.copy_from_slice(&xorshift(&mut self.rng).to_le_bytes());
         }
         let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let ext = offer.map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n")).unwrap_or_default();
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
             target.path, target.host_header, key
         );
         self.stream.write_all(req.as_bytes()).await?;
@@ -236,12 +253,17 @@ impl Conn {
         h.update(key.as_bytes());
         h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
         let expect = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-        let accept = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|(_, v)| v.trim().to_string());
+        let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim())).collect();
+        let accept = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-accept")).map(|(_, v)| v.to_string());
         if accept.as_deref() != Some(expect.as_str()) {
             return Err(ConnectError::Handshake(format!("bad Sec-WebSocket-Accept: {accept:?}")));
+        }
+        if let Some(offer) = offer {
+            let ext: Vec<&str> = headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-extensions")).map(|(_, v)| *v).collect();
+            let resp = ext.join(", ");
+            let agreed = deflate::parse_response(&resp, offer).map_err(|e| ConnectError::Handshake(format!("Sec-WebSocket-Extensions: {e}")))?;
+            deflate::record_handshake(&agreed, (!resp.is_empty()).then_some(resp.as_str()));
+            self.inflate = deflate::Mode::for_agreed(&agreed);
         }
         self.rstart = head_end;
         if self.rstart == self.rend {
@@ -300,6 +322,7 @@ impl Conn {
         }
         let n = self.stream.read(&mut self.rbuf[self.rend..]).await?;
         self.rend += n;
+        self.wire_in += n as u64;
         Ok(n)
     }
 
@@ -314,6 +337,8 @@ impl Conn {
             }
             let b = &self.rbuf[self.rstart..self.rend];
             let fin = b[0] & 0x80 != 0;
+            // RSV1: a compressed message (only interpreted when permessage-deflate was negotiated)
+            let rsv1 = b[0] & 0x40 != 0 && self.inflate.on();
             let op = b[0] & 0x0f;
             let masked = b[1] & 0x80 != 0;
             let (len, hlen) = match b[1] & 0x7f {
@@ -352,23 +377,31 @@ impl Conn {
             match op {
                 0x1 | 0x2 => {
                     if fin {
-                        let msg = &self.rbuf[p0..p0 + len];
-                        if self.proto == Proto::SocketIo && msg == b"2" {
-                            Self::frame_into(&mut self.wbuf, &mut self.rng, 0x1, b"3");
+                        if rsv1 {
+                            if self.inflate.inflate(&self.rbuf[p0..p0 + len], &mut self.inflated) {
+                                Self::deliver(self.proto, &mut self.wbuf, &mut self.rng, &mut f, &self.inflated);
+                            }
                         } else {
-                            f(msg);
+                            Self::deliver(self.proto, &mut self.wbuf, &mut self.rng, &mut f, &self.rbuf[p0..p0 + len]);
                         }
                     } else {
                         self.frag.clear();
                         self.frag.extend_from_slice(&self.rbuf[p0..p0 + len]);
                         self.in_frag = true;
+                        self.frag_compressed = rsv1;
                     }
                 }
                 0x0 if self.in_frag => {
                     self.frag.extend_from_slice(&self.rbuf[p0..p0 + len]);
                     if fin {
                         self.in_frag = false;
-                        f(&self.frag);
+                        if self.frag_compressed {
+                            if self.inflate.inflate(&self.frag, &mut self.inflated) {
+                                Self::deliver(self.proto, &mut self.wbuf, &mut self.rng, &mut f, &self.inflated);
+                            }
+                        } else {
+                            Self::deliver(self.proto, &mut self.wbuf, &mut self.rng, &mut f, &self.frag);
+                        }
                     }
                 }
                 0x9 => {
@@ -392,6 +425,16 @@ impl Conn {
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
+        }
+    }
+
+    /// One complete (inflated) data message: Engine.IO pings are answered here, the rest go to `f`.
+    #[inline]
+    fn deliver(proto: Proto, wbuf: &mut Vec<u8>, rng: &mut u32, f: &mut impl FnMut(&[u8]), msg: &[u8]) {
+        if proto == Proto::SocketIo && msg == b"2" {
+            Self::frame_into(wbuf, rng, 0x1, b"3");
+        } else {
+            f(msg);
         }
     }
 
@@ -438,6 +481,7 @@ impl Conn {
             self.rend = 0;
         }
         self.wbuf.shrink_to(64);
+        self.inflated = Vec::new();
     }
 }
 
