@@ -212,7 +212,7 @@ export interface ServerOptions<
 export interface CompressionOptions {
   /** Messages with a smaller payload are sent uncompressed. Default `256` (bytes). */
   threshold?: number
-  /** zlib level, 0 (stored) to 9 (smallest). Default `1`: a publish is compressed once whatever its audience, so the level trades CPU per publish for bytes per recipient. */
+  /** zlib level, 0 (stored) to 9 (smallest). Default `3`: a publish is compressed once whatever its audience, so for fan-out a better ratio costs almost nothing; one-to-one sends pay it per message. */
   level?: number
   /** Largest window the server compresses with, 9–15. Default `15`. */
   serverMaxWindowBits?: number

@@ -41,7 +41,7 @@ pub struct DeflateConfig {
 
 impl Default for DeflateConfig {
     fn default() -> Self {
-        Self { threshold: 256, level: 1, max_window_bits: MAX_WINDOW_BITS }
+        Self { threshold: 256, level: 3, max_window_bits: MAX_WINDOW_BITS }
     }
 }
 
