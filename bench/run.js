@@ -38,12 +38,17 @@ const SOURCES = '127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4'
 // ---------------------------------------------------------------------------------------------
 
 const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferrosocket-rust,socketio,uws] [--workloads ids]
-                        [--duration S] [--repeat N] [--out DIR] [--no-pin] [--server-cpu N] [--loadgen-cpu N]
+                        [--shape batched|fine|both] [--duration S] [--repeat N] [--out DIR] [--no-pin]
+                        [--server-cpu N] [--loadgen-cpu N]
   --quick         ~1 minute per couple of peers: shorter runs (2 s) and holds; same workloads
   --peers         which servers (default: every available one; ws is the baseline of the ratios)
   --workloads     comma list of: ${'echo,fanout-1k,fanout-10k,idle-10k,idle-19k,connect'}
                   and, only when named, the compressed variants
                   ${'fanout-1k-deflate,fanout-10k-deflate,idle-10k-deflate'}
+  --shape         client shape of echo, fanout-1k, fanout-10k (default batched: the load generator's
+                  own client, many frames per write). fine: tokio-tungstenite clients, one message
+                  per write (workloads echo-fine, fanout-1k-fine, fanout-10k-fine, plus chat: many
+                  rooms of 10-50, each member sending now and then); both: each next to the other
   --duration S    measured seconds per throughput run (default 10, quick 2)
   --repeat N      run every workload × peer N times (peers interleaved) and report medians
   --out DIR       results directory (default bench/results)
@@ -72,7 +77,10 @@ function parseArgs(argv) {
     else if (key === '--no-pin') o.pin = false
     else if (key === '--peers') o.peers = val().split(',').map((s) => s.trim()).filter(Boolean)
     else if (key === '--workloads') o.workloads = val().split(',').map((s) => s.trim()).filter(Boolean)
-    else if (key === '--duration') o.duration = Number(val())
+    else if (key === '--shape') {
+      o.shape = val()
+      if (!['batched', 'fine', 'both'].includes(o.shape)) fail(`--shape must be batched, fine or both, not ${o.shape}`)
+    } else if (key === '--duration') o.duration = Number(val())
     else if (key === '--repeat') o.repeat = Math.max(1, Number(val()) | 0)
     else if (key === '--out') o.out = path.resolve(val())
     else if (key === '--server-cpu') o.serverCpu = val()
@@ -116,19 +124,48 @@ function workloads(opts) {
     deflate: true,
     onlyNamed: true,
   })
+  // The fine client shape (loadgen --shape fine): tokio-tungstenite clients, one message per
+  // write, a window slot reused only when its reply or broadcast came back. Same loads.
+  const fine = (wl) => ({
+    ...wl,
+    id: `${wl.id}-fine`,
+    title: `${wl.title} — fine clients (one message per write)`,
+    args: [...wl.args, '--shape', 'fine'],
+    shape: 'fine',
+  })
+  const echo = {
+    id: 'echo',
+    title: 'echo: 100 conns × 16 in flight × 64 B',
+    mode: 'echo',
+    args: ['--conns', '100', '--inflight', '16', '--size', '64', '--duration', d, '--warmup', warm],
+    kind: 'rate',
+    metric: 'msgs_per_s',
+    unit: 'msg/s',
+    latency: ['rtt_us', ['p50', 'p90', 'p99'], 'RTT'],
+    shape: 'batched',
+  }
+  // Chat: 5,000 members in rooms of 10–50 (fixed seed), each sending one 100 B bcast to its room
+  // every 2 s ± 50 %: 2,500 messages/s offered, each delivered to every member of the room.
+  const chat = {
+    id: 'chat',
+    title: 'chat — fine clients: 5,000 members in rooms of 10–50, each sends one 100 B message per 2 s ± 50 % to its room',
+    mode: 'chat',
+    args: ['--conns', '5000', '--room-min', '10', '--room-max', '50', '--interval-ms', '2000', '--window', '1', '--size', '100', '--duration', d, '--warmup', warm, '--sources', SOURCES, '--shape', 'fine'],
+    kind: 'rate',
+    metric: 'deliveries_per_s',
+    unit: 'deliveries/s',
+    latency: ['delivery_us', ['p50', 'p99'], 'delivery'],
+    latency2: ['completion_us', ['p50', 'p99'], 'completion'],
+    shape: 'fine',
+  }
   return [
-    {
-      id: 'echo',
-      title: 'echo: 100 conns × 16 in flight × 64 B',
-      mode: 'echo',
-      args: ['--conns', '100', '--inflight', '16', '--size', '64', '--duration', d, '--warmup', warm],
-      kind: 'rate',
-      metric: 'msgs_per_s',
-      unit: 'msg/s',
-      latency: ['rtt_us', ['p50', 'p90', 'p99'], 'RTT'],
-    },
-    fanout('fanout-1k', 1000),
-    fanout('fanout-10k', 10000),
+    echo,
+    fine(echo),
+    { ...fanout('fanout-1k', 1000), shape: 'batched' },
+    fine(fanout('fanout-1k', 1000)),
+    { ...fanout('fanout-10k', 10000), shape: 'batched' },
+    fine(fanout('fanout-10k', 10000)),
+    chat,
     {
       id: 'idle-10k',
       title: 'idle: 10,000 connections held',
@@ -168,6 +205,31 @@ function workloads(opts) {
       onlyNamed: true,
     },
   ]
+}
+
+/**
+ * The workloads to run. Without --workloads: the default list (not onlyNamed) in the shape(s)
+ * asked for — --shape batched (default): today's list; fine: echo-fine, fanout-1k-fine,
+ * fanout-10k-fine and chat; both: each batched workload followed by its fine variant, then chat,
+ * then idle and connect. A named id with both shapes (echo, fanout-1k, fanout-10k) stands for
+ * its variant(s) of the shape(s) asked for; other ids (`*-fine`, chat, idle, connect, the
+ * compressed ones) are taken as named. The compressed workloads run only when named.
+ */
+function selectWorkloads(all, opts) {
+  const shape = opts.shape || 'batched'
+  const shapes = shape === 'both' ? ['batched', 'fine'] : [shape]
+  const byId = (id) => all.find((w) => w.id === id)
+  const pick = (id) => {
+    const w = byId(id) || fail(`unknown workload ${id}`)
+    const f = byId(`${id}-fine`)
+    if (w.shape !== 'batched' || !f) return [w]
+    return shapes.map((s) => (s === 'fine' ? f : w))
+  }
+  if (opts.workloads) return [...new Map(opts.workloads.flatMap(pick).map((w) => [w.id, w])).values()]
+  const defaults = all.filter((w) => !w.onlyNamed)
+  if (shape === 'batched') return defaults.filter((w) => w.shape !== 'fine')
+  if (shape === 'fine') return defaults.filter((w) => w.shape === 'fine')
+  return defaults
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,6 +509,12 @@ function summarize(wl, rec) {
       sum.ok = j.subscribed === j.params.subs && !j.publisher_error && j.conns.closed_early === 0 && quiet < 2000 && j.deliveries > 0 && (j.deflate?.inflate_errors ?? 0) === 0
     }
     if (!j.broadcasts_completed) sum.latency.completion_us = { p50: null, p99: null } // none completed in the window
+  } else if (wl.mode === 'chat') {
+    sum.subscribed = j.subscribed
+    sum.broadcasts_per_s = j.broadcasts_per_s
+    sum.offered_deliveries_per_s = j.offered_deliveries_per_s
+    sum.skipped_sends = j.skipped_sends
+    sum.ok = j.subscribed === j.params.conns && j.conns.closed_early === 0 && j.lost_broadcasts === 0 && j.deliveries > 0 && j.ms_since_last_completion < 2000
   } else if (wl.mode === 'echo') {
     sum.ok = j.conns.failed === 0 && j.conns.closed_early === 0 && j.messages > 0
   } else {
@@ -528,15 +596,16 @@ function markdown(report) {
   if (report.peers.includes('ws') && others.length) {
     L.push('## Ratios vs ws')
     L.push('')
-    L.push(`| workload | measure | ${others.join(' | ')} |`)
-    L.push(`|---|---|${others.map(() => '---:').join('|')}|`)
+    L.push(`| workload | client shape | measure | ${others.join(' | ')} |`)
+    L.push(`|---|---|---|${others.map(() => '---:').join('|')}|`)
     for (const wl of report.workloads) {
       const r = report.ratios[wl.id] || {}
       if (wl.kind === 'idle') {
-        L.push(`| ${wl.id} | RSS per connection (lower is better) | ${others.map((p) => fmtX(r[p]?.rss_per_conn_vs_ws)).join(' | ')} |`)
+        L.push(`| ${wl.id} | – | RSS per connection (lower is better) | ${others.map((p) => fmtX(r[p]?.rss_per_conn_vs_ws)).join(' | ')} |`)
       } else {
-        L.push(`| ${wl.id} | ${wl.unit} | ${others.map((p) => fmtX(r[p]?.raw_vs_ws)).join(' | ')} |`)
-        L.push(`| ${wl.id} | ${wl.unit.replace('/s', '')} per server CPU-s | ${others.map((p) => fmtX(r[p]?.per_cpu_vs_ws)).join(' | ')} |`)
+        const sh = wl.shape || '–'
+        L.push(`| ${wl.id} | ${sh} | ${wl.unit} | ${others.map((p) => fmtX(r[p]?.raw_vs_ws)).join(' | ')} |`)
+        L.push(`| ${wl.id} | ${sh} | ${wl.unit.replace('/s', '')} per server CPU-s | ${others.map((p) => fmtX(r[p]?.per_cpu_vs_ws)).join(' | ')} |`)
       }
     }
     L.push('')
@@ -548,6 +617,8 @@ function markdown(report) {
     const r = report.ratios[wl.id] || {}
     L.push(`## ${wl.title}`)
     L.push('')
+    if (wl.shape === 'fine') L.push('Client shape: **fine** — tokio-tungstenite connections, one message per write, a window slot reused when its reply or broadcast came back.\n')
+    else if (wl.shape) L.push("Client shape: **batched** — the load generator's own client, many frames per write.\n")
     if (wl.kind === 'idle') {
       const dz = wl.deflate
       L.push(`| server | opened | failed | closed early | open time (s) | RSS before (MiB) | RSS held (MiB) | RSS / conn (KB) | vs ws |${dz ? ' deflate negotiated |' : ''}`)
@@ -588,6 +659,13 @@ function markdown(report) {
     }
     const notes = raw.filter((x) => x.error || (x.summary && !x.summary.ok))
     for (const n of notes) L.push(`\n⚠ ${n.peer}${report.repeat > 1 ? ` (run ${n.rep + 1})` : ''}: ${n.error || describeProblem(wl, n)}`)
+    if (wl.mode === 'chat') {
+      for (const x of raw.filter((y) => y.loadgen)) {
+        const j = x.loadgen
+        if (j.skipped_sends) L.push(`\nℹ ${x.peer}: ${fmtInt(j.skipped_sends)} send times skipped in the window (a member's previous message had not reached its whole room yet): ${fmtInt(j.deliveries_per_s)} of ${fmtInt(j.offered_deliveries_per_s)} offered deliveries/s.`)
+        else if (j.deliveries_per_s < 0.9 * j.offered_deliveries_per_s) L.push(`\nℹ ${x.peer}: ${fmtInt(j.deliveries_per_s)} of ${fmtInt(j.offered_deliveries_per_s)} offered deliveries/s — it fell behind the offered load (see its latencies).`)
+      }
+    }
     if (wl.deflate) {
       const envs = [...new Map(raw.filter((x) => x.env).map((x) => [x.peer, x.env])).entries()]
       if (envs.length) L.push(`\nCompression: ${envs.map(([p, e]) => `${p} ${Object.entries(e).map(([k, v]) => `${k}=${v}`).join(' ')}`).join('; ')}; load generator \`--deflate\` (offer: \`${raw.find((x) => x.loadgen?.deflate)?.loadgen.deflate.offer ?? '–'}\`), publishers send uncompressed.`)
@@ -613,6 +691,8 @@ function describeProblem(wl, rec) {
   if (wl.kind === 'idle') return `opened ${j.opened}/${wl.conns}, failed ${j.failed}, closed early ${j.closed_early}${j.conns?.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   if (wl.mode === 'fanout')
     return `subscribed ${j.subscribed}/${j.params.subs}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, last completion ${j.ms_since_last_completion} ms before the end${j.ms_since_last_delivery != null ? ` (last delivery ${j.ms_since_last_delivery} ms)` : ''}${j.deflate?.inflate_errors ? `, ${j.deflate.inflate_errors} inflate errors (${j.deflate.first_inflate_error})` : ''}${j.publisher_error ? `, ${j.publisher_error}` : ''}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
+  if (wl.mode === 'chat')
+    return `members joined ${j.subscribed}/${j.params.conns}, closed early ${j.conns.closed_early}, failed ${j.conns.failed}, ${j.lost_broadcasts} messages lost, last completion ${j.ms_since_last_completion} ms before the end${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   if (wl.mode === 'echo') return `failed ${j.conns.failed}, closed early ${j.conns.closed_early}${j.conns.first_error ? ` (first error: ${j.conns.first_error})` : ''}`
   return `failed handshakes ${j.failed}, unclean closes ${j.unclean_close ?? 0}${j.first_error ? ` (first error: ${j.first_error})` : ''}`
 }
@@ -670,7 +750,7 @@ function svgChart(report) {
   const width = 920
   const peers = report.peers
   const label = (wl) =>
-    ({ echo: 'echo\n100×16×64 B', 'fanout-1k': 'fanout\n1k subs', 'fanout-10k': 'fanout\n10k subs', 'idle-10k': 'idle 10k\nmemory', 'idle-19k': 'idle 19k\nmemory', connect: 'connect\nrate', 'fanout-1k-deflate': 'fanout 1k\ndeflate', 'fanout-10k-deflate': 'fanout 10k\ndeflate', 'idle-10k-deflate': 'idle 10k\ndeflate' })[wl.id] || wl.id
+    ({ echo: 'echo\n100×16×64 B', 'echo-fine': 'echo\nfine clients', 'fanout-1k-fine': 'fanout 1k\nfine clients', 'fanout-10k-fine': 'fanout 10k\nfine clients', chat: 'chat rooms\nfine clients', 'fanout-1k': 'fanout\n1k subs', 'fanout-10k': 'fanout\n10k subs', 'idle-10k': 'idle 10k\nmemory', 'idle-19k': 'idle 19k\nmemory', connect: 'connect\nrate', 'fanout-1k-deflate': 'fanout 1k\ndeflate', 'fanout-10k-deflate': 'fanout 10k\ndeflate', 'idle-10k-deflate': 'idle 10k\ndeflate' })[wl.id] || wl.id
   const perCpu = report.workloads.map((wl) => ({
     label: label(wl),
     values: Object.fromEntries(
@@ -729,9 +809,7 @@ async function main() {
   // keep the runner itself off the server's CPU (after building, which should use every core)
   if (PIN.loadgen.length) spawnSync('taskset', ['-a', '-p', '-c', PIN.loadgen[2], String(process.pid)], { stdio: 'ignore' })
 
-  const all = workloads(opts)
-  // The compressed workloads run only when named (--workloads).
-  const wls = opts.workloads ? opts.workloads.map((id) => all.find((w) => w.id === id) || fail(`unknown workload ${id}`)) : all.filter((w) => !w.onlyNamed)
+  const wls = selectWorkloads(workloads(opts), opts)
   // The observability variants run only when named (--peers): they answer a question about one change.
   const wanted = opts.peers || PEER_ORDER.filter((p) => !PEERS[p].env)
   for (const p of wanted) if (!PEERS[p]) fail(`unknown peer ${p} (known: ${PEER_ORDER.join(', ')})`)
@@ -764,7 +842,8 @@ async function main() {
     peers,
     peer_versions: Object.fromEntries(peers.map((p) => [p, peerVersion(p)])),
     skipped,
-    workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate })),
+    shape: opts.shape || 'batched',
+    workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate, shape }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate, shape })),
     repeat: opts.repeat || 1,
     runs: [],
     aggregate: {},

@@ -6,6 +6,7 @@
 
 mod connect;
 mod deflate;
+mod fine;
 mod hist;
 mod modes;
 mod payload;
@@ -99,9 +100,16 @@ modes:
   rooms   --rooms R --members M --publishers P --window W --size B --duration S [--settle S] [--loss-timeout S]
           fanout, rooms: [--warmup-completions N [--warmup-completions-timeout S]]
           (before the --warmup seconds, publish until N broadcasts reached all their members)
+  chat    --conns N --room-min 10 --room-max 50 --interval-ms I --window W --size B --duration S
+          (--shape fine only) rooms of room-min..room-max members (fixed seed, --seed), every member
+          sends one bcast to its room every I ms +-50%, at most W of its own in flight
   idle    --conns N --hold S
   connect --conns C --duration S
 common options:
+  --shape batched|fine       echo, fanout, chat: the client shape (default batched: the hand-rolled
+                             client, many frames per write). fine: every connection a tokio-tungstenite
+                             WebSocketStream, one message per write, the next sent only when a reply
+                             (echo) or a completed broadcast (fanout, chat) frees a window slot
   --proto plain|socketio     wire protocol (default plain: {\"event\",\"data\"} JSON)
   --url URL                  repeatable (or --urls A,B,C): connections go round-robin over the URLs,
                              publishers (fanout, rooms) to the first; connect takes one URL only
@@ -188,6 +196,21 @@ fn main() {
         },
     };
 
+    let fine = match args.str("shape").unwrap_or("batched") {
+        "batched" => false,
+        "fine" => true,
+        s => die(&format!("unknown --shape {s} (batched, fine)")),
+    };
+    if fine && !matches!(mode.as_str(), "echo" | "fanout" | "chat") {
+        die(&format!("{mode}: --shape fine is for echo, fanout and chat"));
+    }
+    if mode == "chat" && !fine {
+        die("chat: only with --shape fine");
+    }
+    if fine && ctx.deflate.is_some() {
+        die("--shape fine: --deflate is not supported");
+    }
+    let shaped = matches!(mode.as_str(), "echo" | "fanout" | "rooms" | "chat");
     let deflate_offer = ctx.deflate.clone();
     let result = if mode == "connect" {
         if ctx.targets.len() > 1 {
@@ -203,6 +226,9 @@ fn main() {
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
             match mode.as_str() {
+                "echo" if fine => fine::echo(ctx, &args).await,
+                "fanout" if fine => fine::fanout(ctx, &args).await,
+                "chat" => fine::chat(ctx, &args).await,
                 "echo" => modes::echo(ctx, &args).await,
                 "fanout" => modes::fanout(ctx, &args).await,
                 "rooms" => modes::rooms(ctx, &args).await,
@@ -213,6 +239,9 @@ fn main() {
     };
     let (mut json, human) = result;
     if let Some(o) = json.as_object_mut() {
+        if shaped {
+            o.insert("shape".into(), serde_json::json!(if fine { "fine" } else { "batched" }));
+        }
         o.insert("nofile_limit".into(), serde_json::json!({ "soft": soft, "hard": hard }));
         if let Some(offer) = &deflate_offer {
             o.insert("deflate".into(), deflate::stats_json(offer));

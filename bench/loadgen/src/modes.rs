@@ -1,4 +1,5 @@
-//! The echo, fanout and idle workloads (connect has its own loop in connect.rs). Each mode owns
+//! The echo, fanout and idle workloads of the batched shape (connect has its own loop in
+//! connect.rs; `--shape fine` is fine.rs, which shares the phases, counters and reports here). Each mode owns
 //! the timeline (connect, warm up, measure, stop) and reads the shared counters at the end;
 //! connection tasks only count and record.
 
@@ -18,53 +19,53 @@ use crate::sys::{self, round3};
 use crate::ws::{self, Conn};
 use crate::{now_us, Args, Ctx};
 
-const SETUP: u8 = 0;
-const WARMUP: u8 = 1;
-const MEASURE: u8 = 2;
-const STOP: u8 = 3;
+pub(crate) const SETUP: u8 = 0;
+pub(crate) const WARMUP: u8 = 1;
+pub(crate) const MEASURE: u8 = 2;
+pub(crate) const STOP: u8 = 3;
 
 /// Phase shared by all tasks: a Cell for cheap checks on the hot path, a watch channel to wake
 /// tasks that wait for a phase.
-struct Phase {
+pub(crate) struct Phase {
     cur: Cell<u8>,
     tx: watch::Sender<u8>,
 }
 
 impl Phase {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Phase { cur: Cell::new(SETUP), tx: watch::channel(SETUP).0 }
     }
     #[inline]
-    fn get(&self) -> u8 {
+    pub(crate) fn get(&self) -> u8 {
         self.cur.get()
     }
-    fn set(&self, p: u8) {
+    pub(crate) fn set(&self, p: u8) {
         self.cur.set(p);
         self.tx.send_replace(p);
     }
-    async fn wait_for(&self, p: u8) {
+    pub(crate) async fn wait_for(&self, p: u8) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|v| *v >= p).await;
     }
 }
 
 #[derive(Default)]
-struct ConnStats {
-    ok: Cell<usize>,
-    failed: Cell<usize>,
-    closed_early: Cell<usize>,
+pub(crate) struct ConnStats {
+    pub(crate) ok: Cell<usize>,
+    pub(crate) failed: Cell<usize>,
+    pub(crate) closed_early: Cell<usize>,
     first_error: RefCell<Option<String>>,
 }
 
 impl ConnStats {
-    fn fail(&self, e: impl std::fmt::Display) {
+    pub(crate) fn fail(&self, e: impl std::fmt::Display) {
         self.failed.set(self.failed.get() + 1);
         let mut fe = self.first_error.borrow_mut();
         if fe.is_none() {
             *fe = Some(e.to_string());
         }
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "ok": self.ok.get(),
             "failed": self.failed.get(),
@@ -88,7 +89,7 @@ async fn open_to(ctx: &Ctx, target: &ws::Target, i: usize, rbuf: usize) -> Resul
 }
 
 /// Wait until `done()` or `limit` passes; returns false on timeout.
-async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while !done() {
         if Instant::now() >= end {
@@ -102,7 +103,7 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// The measured window every throughput mode shares: warm up, sample the server, measure for
 /// `dur`, sample again. Returns the window JSON (server CPU/RSS, wall time), the work counted in
 /// the window (`count` must be zeroed or reset at MEASURE by the connections) and its rate.
-async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u64) -> (Value, u64, f64) {
+pub(crate) async fn measure(ctx: &Ctx, phase: &Phase, dur: Duration, count: impl Fn() -> u64) -> (Value, u64, f64) {
     phase.set(WARMUP);
     sleep(ctx.warmup).await;
     let a = sys::sample(&ctx.server_pids, &ctx.aux_pids);
@@ -308,54 +309,54 @@ async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState>, i: usize, k: usize) {
 // M members and P publishers that pick a random room per broadcast. A broadcast completes when all
 // members of its room have it, which frees its publisher's window slot.
 
-struct Pending {
-    t: u64,
-    remaining: usize,
-    publisher: usize,
+pub(crate) struct Pending {
+    pub(crate) t: u64,
+    pub(crate) remaining: usize,
+    pub(crate) publisher: usize,
 }
 
-struct FanState {
-    phase: Phase,
-    conns: ConnStats,
-    sem: Semaphore,
-    subscribed: Cell<usize>,
+pub(crate) struct FanState {
+    pub(crate) phase: Phase,
+    pub(crate) conns: ConnStats,
+    pub(crate) sem: Semaphore,
+    pub(crate) subscribed: Cell<usize>,
     /// Subscribers joined, per URL (index of the target they connected to).
-    subscribed_per_url: Vec<Cell<usize>>,
+    pub(crate) subscribed_per_url: Vec<Cell<usize>>,
     /// Subscribers joined, per room.
-    room_members: Vec<Cell<usize>>,
-    deliveries: Cell<u64>,
-    sent: Cell<u64>,
-    completed: Cell<u64>,
+    pub(crate) room_members: Vec<Cell<usize>>,
+    pub(crate) deliveries: Cell<u64>,
+    pub(crate) sent: Cell<u64>,
+    pub(crate) completed: Cell<u64>,
     /// Broadcasts completed in any phase (`completed` counts the measured window only).
-    completed_total: Cell<u64>,
+    pub(crate) completed_total: Cell<u64>,
     /// Broadcasts in flight, per publisher.
-    inflight: Vec<Cell<usize>>,
-    next_seq: Cell<u64>,
-    pending: RefCell<HashMap<u64, Pending>>,
-    unknown: Cell<u64>,
-    other: Cell<u64>,
+    pub(crate) inflight: Vec<Cell<usize>>,
+    pub(crate) next_seq: Cell<u64>,
+    pub(crate) pending: RefCell<HashMap<u64, Pending>>,
+    pub(crate) unknown: Cell<u64>,
+    pub(crate) other: Cell<u64>,
     /// Broadcasts given up after `--loss-timeout` (some member never got them) and the deliveries
     /// they lacked.
-    lost: Cell<u64>,
-    missing: Cell<u64>,
-    delivery: RefCell<Hist>,
-    completion: RefCell<Hist>,
+    pub(crate) lost: Cell<u64>,
+    pub(crate) missing: Cell<u64>,
+    pub(crate) delivery: RefCell<Hist>,
+    pub(crate) completion: RefCell<Hist>,
     /// In the measured window, over all subscribers: bytes read from their sockets (frames as sent,
     /// compressed or not), the delivered messages' bytes (after inflating), and how many of the
     /// deliveries came compressed.
-    wire_bytes: Cell<u64>,
-    payload_bytes: Cell<u64>,
-    compressed_deliveries: Cell<u64>,
+    pub(crate) wire_bytes: Cell<u64>,
+    pub(crate) payload_bytes: Cell<u64>,
+    pub(crate) compressed_deliveries: Cell<u64>,
     /// Wakes a publisher when one of its broadcasts completes (or is given up).
-    notify: Vec<Notify>,
-    last_progress: Cell<u64>,
+    pub(crate) notify: Vec<Notify>,
+    pub(crate) last_progress: Cell<u64>,
     /// When the last delivery arrived (µs): progress even while no broadcast completes (a slow
     /// server that takes longer than the window to reach every subscriber).
-    last_delivery: Cell<u64>,
+    pub(crate) last_delivery: Cell<u64>,
 }
 
 impl FanState {
-    fn new(ctx: &Ctx, rooms: usize, publishers: usize, window: usize) -> Self {
+    pub(crate) fn new(ctx: &Ctx, rooms: usize, publishers: usize, window: usize) -> Self {
         FanState {
             phase: Phase::new(),
             conns: ConnStats::default(),
@@ -392,7 +393,7 @@ impl FanState {
     }
 
     #[inline]
-    fn delivered(&self, seq: u64, t: u64, now: u64) {
+    pub(crate) fn delivered(&self, seq: u64, t: u64, now: u64) {
         let measuring = self.phase.get() == MEASURE;
         self.last_delivery.set(now);
         if measuring {
@@ -437,12 +438,12 @@ impl FanState {
         }
     }
 
-    fn subscribed_per_url_json(&self) -> Value {
+    pub(crate) fn subscribed_per_url_json(&self) -> Value {
         json!(self.subscribed_per_url.iter().map(|c| c.get()).collect::<Vec<_>>())
     }
 }
 
-fn room_sub_msg(proto: ws::Proto, room: &str) -> Rc<Vec<u8>> {
+pub(crate) fn room_sub_msg(proto: ws::Proto, room: &str) -> Rc<Vec<u8>> {
     let mut m = Vec::new();
     proto.encode_event(&mut m, "sub", format!("{{\"room\":{}}}", serde_json::to_string(room).unwrap()).as_bytes());
     Rc::new(m)
@@ -461,7 +462,7 @@ async fn open_subscribers(ctx: &Rc<Ctx>, st: &Rc<FanState>, n: usize, sub_msgs: 
 }
 
 /// `--payload` and `--size` of the fan-out modes.
-fn body_arg(args: &Args) -> Body {
+pub(crate) fn body_arg(args: &Args) -> Body {
     let size = args.str("size").map(|_| args.num("size", 100usize));
     Body::from_args(args.str("payload"), size, 100).unwrap_or_else(|e| crate::die(&e))
 }
@@ -509,7 +510,7 @@ async fn start_publishers(ctx: &Rc<Ctx>, st: &Rc<FanState>, plan: Publishers, ro
 /// starts after each subscriber got a message — e.g. after a server that compresses per socket
 /// (ws) created every socket's zlib stream, which for 10,000 subscribers takes longer than a
 /// quick run's warm-up. Returns (completed, seconds waited) for the JSON.
-async fn warm_until_completed(st: &Rc<FanState>, args: &Args) -> Value {
+pub(crate) async fn warm_until_completed(st: &Rc<FanState>, args: &Args) -> Value {
     let n: u64 = args.num("warmup-completions", 0u64);
     if n == 0 {
         return Value::Null;
@@ -521,7 +522,7 @@ async fn warm_until_completed(st: &Rc<FanState>, args: &Args) -> Value {
     json!({ "wanted": n, "completed": st.completed_total.get(), "reached": reached, "waited_s": round3(t0.elapsed().as_secs_f64()) })
 }
 
-fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
+pub(crate) fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
     if loss_timeout.is_zero() {
         return;
     }
@@ -536,14 +537,14 @@ fn spawn_reaper(st: &Rc<FanState>, loss_timeout: Duration) {
 }
 
 /// What a fan-out run measured, for the summary line and the JSON of `fanout` and `rooms`.
-struct FanReport {
+pub(crate) struct FanReport {
     /// `N deliveries/s (M bcast/s), delivery p50 … us p99 … us, completion …; <server>[, lost]`
-    text: String,
+    pub(crate) text: String,
     /// The measurements both modes report.
-    json: Value,
+    pub(crate) json: Value,
 }
 
-fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
+pub(crate) fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport {
     let wall = w["wall_s"].as_f64().unwrap_or(1.0);
     let stalled_ms = (now_us() - st.last_progress.get()) / 1000;
     let quiet_ms = (now_us() - st.last_delivery.get().max(st.last_progress.get())) / 1000;
