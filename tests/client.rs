@@ -20,6 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A ferrosocket server plus the entries JS would see.
@@ -32,15 +34,7 @@ struct ServerSide {
 
 impl ServerSide {
     fn start(configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config { host: "127.0.0.1".into(), worker_threads: 1, ..Config::default() };
-        configure(&mut config);
-        let (tx, wakes) = channel();
-        let tx = Mutex::new(tx);
-        let server = Server::new(config, Box::new(move || {
-            let _ = tx.lock().unwrap().send(());
-        }), None)
-        .expect("server starts");
-        let port = server.listen().expect("listens");
+        let (server, port, wakes) = common::start_server(1, configure);
         Self { server, port, wakes, entries: Vec::new() }
     }
 

@@ -14,9 +14,11 @@ use ferrosocket::server::Server;
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -30,15 +32,7 @@ struct Harness {
 
 impl Harness {
     fn start(configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config { host: "127.0.0.1".into(), worker_threads: 2, ..Config::default() };
-        configure(&mut config);
-        let (tx, wakes) = channel();
-        let tx = Mutex::new(tx);
-        let server = Server::new(config, Box::new(move || {
-            let _ = tx.lock().unwrap().send(());
-        }), None)
-        .expect("server starts");
-        let port = server.listen().expect("listens");
+        let (server, port, wakes) = common::start_server(2, configure);
         Self { server: Arc::new(server), port, wakes, entries: Mutex::new(Vec::new()) }
     }
 
