@@ -9,14 +9,12 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,7 +23,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::hist::Hist;
 use crate::modes::{
-    base_json, body_arg, fan_report, fmt_server, measure, merge, room_sub_msg, spawn_reaper, wait_until, warm_until_completed, ConnStats, FanState,
+    base_json, body_arg, fan_report, finish_fanout, fmt_server, measure, merge, room_sub_msg, spawn_reaper, wait_until, ConnStats, FanArgs,
+    FanState,
     Pending, Phase, MEASURE, STOP, WARMUP,
 };
 use crate::payload::Body;
@@ -41,22 +40,7 @@ type Ws = WebSocketStream<TcpStream>;
 async fn connect(ctx: &Ctx, url: usize, i: usize, read_buf: usize) -> Result<Ws, String> {
     let fut = async {
         let target = &ctx.targets[url];
-        let sock = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
-        if let Some(ip) = ctx.source(i) {
-            let one: libc::c_int = 1;
-            // SAFETY: the socket fd is open (owned by `sock`), and the option value points to a
-            // live c_int whose size is passed as the length.
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-            sock.bind(SocketAddr::new(ip, 0)).map_err(|e| e.to_string())?;
-        }
+        let sock = ws::socket_for(target.addr, ctx.source(i)).map_err(|e| e.to_string())?;
         let stream = sock.connect(target.addr).await.map_err(|e| e.to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         // write_buffer_size 0: every message is written to the socket as soon as it is sent (and
@@ -310,19 +294,32 @@ async fn on_message(st: &FanState, ws: &mut Ws, proto: Proto, m: &Message) -> bo
     true
 }
 
-/// A fan-out subscriber: joins, then only reads.
-async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg: Rc<Vec<u8>>) {
+/// Connects member `i` (a bounded number of handshakes at a time, `st.sem`) and joins its room;
+/// `None` when either failed (counted in `st.conns`).
+async fn open_member(ctx: &Ctx, st: &FanState, i: usize, room: usize, sub_msg: &[u8]) -> Option<Ws> {
     let permit = st.sem.acquire().await.unwrap();
-    let mut ws = match connect(&ctx, i % ctx.targets.len(), i, 4096).await {
+    let mut ws = match connect(ctx, i % ctx.targets.len(), i, 4096).await {
         Ok(c) => c,
-        Err(e) => return st.conns.fail(e),
+        Err(e) => {
+            st.conns.fail(e);
+            return None;
+        }
     };
     st.conns.ok.set(st.conns.ok.get() + 1);
-    let joined = join(&ctx, &st, &mut ws, i, room, &sub_msg).await;
+    let joined = join(ctx, st, &mut ws, i, room, sub_msg).await;
     drop(permit);
-    if let Err(e) = joined {
-        return st.conns.fail(e);
+    match joined {
+        Ok(()) => Some(ws),
+        Err(e) => {
+            st.conns.fail(e);
+            None
+        }
     }
+}
+
+/// A fan-out subscriber: joins, then only reads.
+async fn fan_sub(ctx: Rc<Ctx>, st: Rc<FanState>, i: usize, room: usize, sub_msg: Rc<Vec<u8>>) {
+    let Some(mut ws) = open_member(&ctx, &st, i, room, &sub_msg).await else { return };
     let proto = ctx.proto;
     while let Some(Ok(m)) = ws.next().await {
         if !on_message(&st, &mut ws, proto, &m).await {
@@ -401,18 +398,12 @@ async fn fan_pub(ctx: Rc<Ctx>, st: Rc<FanState>, mut ws: Ws, window: usize, body
 }
 
 pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
-    let n: usize = args.num("subs", 1000);
-    let window: usize = args.num("window", 8usize).max(1);
-    let body = body_arg(args);
-    let size = body.size;
-    let dur = args.secs("duration", 5.0);
-    let settle = args.secs("settle", 0.0);
-    let loss_timeout = args.secs("loss-timeout", 0.0);
-    let room = args.str("room").unwrap_or("bench").to_string();
+    let fa = FanArgs::from(args);
+    let n = fa.subs;
     let ctx = Rc::new(ctx);
-    let st = Rc::new(FanState::new(&ctx, 1, 1, window));
+    let st = Rc::new(FanState::new(&ctx, 1, 1, fa.window));
     let t_open = Instant::now();
-    let sub_msg = room_sub_msg(ctx.proto, &room);
+    let sub_msg = room_sub_msg(ctx.proto, &fa.room);
     for i in 0..n {
         tokio::task::spawn_local(fan_sub(ctx.clone(), st.clone(), i, 0, sub_msg.clone()));
     }
@@ -425,43 +416,15 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
     let pub_error = match connect(&ctx, 0, n, 4096).await {
         Ok(_) if members == 0 => Some("no subscriber joined".to_string()),
         Ok(ws) => {
-            if !settle.is_zero() {
-                sleep(settle).await;
+            if !fa.settle.is_zero() {
+                sleep(fa.settle).await;
             }
-            tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), ws, window, body, room.clone(), members));
+            tokio::task::spawn_local(fan_pub(ctx.clone(), st.clone(), ws, fa.window, fa.body, fa.room.clone(), members));
             None
         }
         Err(e) => Some(format!("publisher: {e}")),
     };
-    st.last_progress.set(now_us());
-    spawn_reaper(&st, loss_timeout);
-    let warmed = warm_until_completed(&st, args).await;
-    let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
-    let report = fan_report(&st, w, deliveries);
-    let human = format!(
-        "fanout (fine) {members}/{n} subs, window {window}, {size} B: {}{}",
-        report.text,
-        pub_error.as_ref().map(|e| format!(" ERROR {e}")).unwrap_or_default()
-    );
-    let out = merge(
-        base_json(
-            "fanout",
-            &ctx,
-            json!({ "subs": n, "window": window, "size": size, "payload": body.name(), "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
-        ),
-        json!({
-            "open_s": round3(open_s),
-            "conns": st.conns.json(),
-            "subscribed": members,
-            "publisher_error": pub_error,
-            "warmup_completions": warmed,
-        }),
-    );
-    let mut out = merge(out, report.json);
-    if ctx.targets.len() > 1 {
-        out["subscribed_per_url"] = st.subscribed_per_url_json();
-    }
-    (out, human)
+    finish_fanout(&ctx, args, &st, &fa, "fanout (fine)", open_s, pub_error).await
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -517,17 +480,7 @@ async fn chat_member(
     room_json: Rc<str>,
     sub_msg: Rc<Vec<u8>>,
 ) {
-    let permit = st.sem.acquire().await.unwrap();
-    let mut ws = match connect(&ctx, i % ctx.targets.len(), i, 4096).await {
-        Ok(c) => c,
-        Err(e) => return st.conns.fail(e),
-    };
-    st.conns.ok.set(st.conns.ok.get() + 1);
-    let joined = join(&ctx, &st, &mut ws, i, room, &sub_msg).await;
-    drop(permit);
-    if let Err(e) = joined {
-        return st.conns.fail(e);
-    }
+    let Some(mut ws) = open_member(&ctx, &st, i, room, &sub_msg).await else { return };
     let proto = ctx.proto;
     let mut b = Bcaster::new(proto, plan.body, i);
     let interval_us = plan.interval.as_micros().max(1) as u64;

@@ -597,38 +597,53 @@ pub(crate) fn fan_report(st: &FanState, w: Value, deliveries: u64) -> FanReport 
     FanReport { text, json }
 }
 
-pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
-    let n: usize = args.num("subs", 1000);
-    let window: usize = args.num("window", 8usize).max(1);
-    let body = body_arg(args);
-    let size = body.size;
-    let dur = args.secs("duration", 5.0);
-    let settle = args.secs("settle", 0.0);
-    let loss_timeout = args.secs("loss-timeout", 0.0);
-    let room = args.str("room").unwrap_or("bench").to_string();
-    let ctx = Rc::new(ctx);
-    let st = Rc::new(FanState::new(&ctx, 1, 1, window));
-    let t_open = Instant::now();
-    open_subscribers(&ctx, &st, n, &[room_sub_msg(ctx.proto, &room)], |_| 0).await;
-    let open_s = t_open.elapsed().as_secs_f64();
+/// The fan-out workload's options, as both client shapes read them.
+pub(crate) struct FanArgs {
+    pub subs: usize,
+    pub window: usize,
+    pub body: Body,
+    pub dur: Duration,
+    pub settle: Duration,
+    pub loss_timeout: Duration,
+    pub room: String,
+}
+
+impl FanArgs {
+    pub fn from(args: &Args) -> Self {
+        Self {
+            subs: args.num("subs", 1000),
+            window: args.num("window", 8usize).max(1),
+            body: body_arg(args),
+            dur: args.secs("duration", 5.0),
+            settle: args.secs("settle", 0.0),
+            loss_timeout: args.secs("loss-timeout", 0.0),
+            room: args.str("room").unwrap_or("bench").to_string(),
+        }
+    }
+}
+
+/// The rest of a fan-out run once its subscribers are open and its publisher started, the same
+/// for both client shapes: warm-up, the measured window, and the report. `label` starts the
+/// human line (`fanout`, `fanout (fine)`).
+pub(crate) async fn finish_fanout(ctx: &Rc<Ctx>, args: &Args, st: &Rc<FanState>, fa: &FanArgs, label: &str, open_s: f64, pub_error: Option<String>) -> (Value, String) {
+    let FanArgs { subs: n, window, dur, settle, loss_timeout, .. } = *fa;
+    let size = fa.body.size;
     let members = st.subscribed.get();
-    let pub_errors = start_publishers(&ctx, &st, Publishers { first_index: n, count: 1, window, body, settle }, vec![(room, members)]).await;
-    let pub_error = pub_errors.first().cloned();
     st.last_progress.set(now_us());
-    spawn_reaper(&st, loss_timeout);
-    let warmed = warm_until_completed(&st, args).await;
-    let (w, deliveries, _) = measure(&ctx, &st.phase, dur, || st.deliveries.get()).await;
-    let report = fan_report(&st, w, deliveries);
+    spawn_reaper(st, loss_timeout);
+    let warmed = warm_until_completed(st, args).await;
+    let (w, deliveries, _) = measure(ctx, &st.phase, dur, || st.deliveries.get()).await;
+    let report = fan_report(st, w, deliveries);
     let human = format!(
-        "fanout {members}/{n} subs, window {window}, {size} B: {}{}",
+        "{label} {members}/{n} subs, window {window}, {size} B: {}{}",
         report.text,
         pub_error.as_ref().map(|e| format!(" ERROR {e}")).unwrap_or_default()
     );
     let out = merge(
         base_json(
             "fanout",
-            &ctx,
-            json!({ "subs": n, "window": window, "size": size, "payload": body.name(), "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
+            ctx,
+            json!({ "subs": n, "window": window, "size": size, "payload": fa.body.name(), "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64(), "settle_s": settle.as_secs_f64(), "loss_timeout_s": loss_timeout.as_secs_f64() }),
         ),
         json!({
             "open_s": round3(open_s),
@@ -643,6 +658,19 @@ pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
         out["subscribed_per_url"] = st.subscribed_per_url_json();
     }
     (out, human)
+}
+
+pub async fn fanout(ctx: Ctx, args: &Args) -> (Value, String) {
+    let fa = FanArgs::from(args);
+    let ctx = Rc::new(ctx);
+    let st = Rc::new(FanState::new(&ctx, 1, 1, fa.window));
+    let t_open = Instant::now();
+    open_subscribers(&ctx, &st, fa.subs, &[room_sub_msg(ctx.proto, &fa.room)], |_| 0).await;
+    let open_s = t_open.elapsed().as_secs_f64();
+    let members = st.subscribed.get();
+    let publishers = Publishers { first_index: fa.subs, count: 1, window: fa.window, body: fa.body, settle: fa.settle };
+    let pub_errors = start_publishers(&ctx, &st, publishers, vec![(fa.room.clone(), members)]).await;
+    finish_fanout(&ctx, args, &st, &fa, "fanout", open_s, pub_errors.first().cloned()).await
 }
 
 pub async fn rooms(ctx: Ctx, args: &Args) -> (Value, String) {

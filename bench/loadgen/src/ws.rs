@@ -164,11 +164,9 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-/// Open a TCP connection (optionally from a given loopback source address) and do the WebSocket
-/// handshake; for Socket.IO also the Engine.IO open packet and the Socket.IO namespace connect.
-/// `deflate`: the permessage-deflate offer to make (`--deflate`), None to offer no extension.
-pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_size: usize, deflate: Option<&str>) -> Result<Conn, ConnectError> {
-    let sock = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+/// A TCP socket for `addr`, bound to source address `src` when given (both client shapes).
+pub fn socket_for(addr: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpSocket> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = src {
         // Let connect() pick the source port per 4-tuple, so one source address can reach many
         // ports per destination instead of exhausting its ephemeral range at bind() time.
@@ -186,7 +184,14 @@ pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_si
         }
         sock.bind(SocketAddr::new(ip, 0))?;
     }
-    let stream = sock.connect(target.addr).await?;
+    Ok(sock)
+}
+
+/// Open a TCP connection (optionally from a given loopback source address) and do the WebSocket
+/// handshake; for Socket.IO also the Engine.IO open packet and the Socket.IO namespace connect.
+/// `deflate`: the permessage-deflate offer to make (`--deflate`), None to offer no extension.
+pub async fn connect(target: &Target, src: Option<IpAddr>, proto: Proto, rbuf_size: usize, deflate: Option<&str>) -> Result<Conn, ConnectError> {
+    let stream = socket_for(target.addr, src)?.connect(target.addr).await?;
     stream.set_nodelay(true)?;
     let mut c = Conn {
         stream,
