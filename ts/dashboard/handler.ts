@@ -85,8 +85,8 @@ export function checkDashboardOptions(options: DashboardOptions): void {
   }
 }
 
+/** The request listener; `options` were checked with `checkDashboardOptions` (before the collector was made). */
 export function createDashboardHandler(collector: Collector, host: DashboardHost, options: DashboardOptions): DashboardHandler {
-  checkDashboardOptions(options)
   const allowActions = options.allowActions === true
   const roomsListed = options.maxRooms ?? DEFAULT_ROOMS_LISTED
 
