@@ -135,6 +135,18 @@ test('warn and error events reach the dashboard without any telemetry option, in
   bystander.close()
 })
 
+test('the recent events are bounded: past 200 the oldest go, the newest stay', async (t) => {
+  const h = await start(t)
+  const base = await mount(t, h.server.dashboardHandler({ authorize: () => true }))
+  const REFUSED = 230
+  for (let i = 0; i < REFUSED; i++) assert.equal(await upgradeStatus(h.url(`/nowhere-${i}`)), 404)
+  const state = await stateWhere(base, (s) => s.events.some((e) => e.detail.includes(`/nowhere-${REFUSED - 1}`) || e.seq === REFUSED), 'the last refusal')
+  assert.equal(state.events.length, 200, 'MAX_RECENT_EVENTS')
+  const seqs = state.events.map((e) => e.seq)
+  assert.equal(Math.max(...seqs), REFUSED)
+  assert.equal(Math.min(...seqs), REFUSED - 199, 'the oldest 30 were dropped')
+})
+
 test('connection lookup by id and by user id; unknown ids find nothing', async (t) => {
   const h = await start(t)
   const base = await mount(t, h.server.dashboardHandler({ authorize: () => true }))
