@@ -20,7 +20,12 @@ async function mount(t, handler) {
     res.end()
   })
   await new Promise((resolve) => web.listen(0, HOST, resolve))
-  t.after(() => new Promise((resolve) => web.close(resolve)))
+  // closeAllConnections: an open page polls every second over a keep-alive connection, which
+  // would otherwise keep close() waiting until the browser (closed by a later hook) goes away.
+  t.after(() => new Promise((resolve) => {
+    web.close(resolve)
+    web.closeAllConnections()
+  }))
   return `http://${HOST}:${web.address().port}`
 }
 
@@ -254,7 +259,10 @@ test('mounts under Express (app.use) and Fastify (reply.raw)', async (t) => {
   app.use('/ops/dashboard', handler)
   const web = app.listen(0, HOST)
   await new Promise((resolve) => web.once('listening', resolve))
-  t.after(() => new Promise((resolve) => web.close(resolve)))
+  t.after(() => new Promise((resolve) => {
+    web.close(resolve)
+    web.closeAllConnections()
+  }))
   const ex = `http://${HOST}:${web.address().port}`
   const redirect = await fetch(`${ex}/ops/dashboard`, { redirect: 'manual' })
   assert.equal(redirect.status, 308)
