@@ -59,6 +59,22 @@ pub fn proc_rss_kb(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Context switches of a process, summed over its live threads: (voluntary, involuntary).
+/// Voluntary ones are waits (a thread blocked or parked); involuntary ones are preemptions.
+/// A thread that exits between two samples takes its counts with it, so this is a lower bound.
+pub fn proc_ctx_switches(pid: u32) -> Option<(u64, u64)> {
+    let mut sum = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else { continue };
+        let field = |k: &str| -> u64 {
+            status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        sum.0 += field("voluntary_ctxt_switches:");
+        sum.1 += field("nonvoluntary_ctxt_switches:");
+    }
+    Some(sum)
+}
+
 /// CPU seconds the whole machine has spent busy (all CPUs: user, nice, system, irq, softirq and
 /// steal from the first line of /proc/stat; guest time is already inside user).
 pub fn machine_busy_s() -> Option<f64> {
@@ -78,6 +94,8 @@ pub struct Sample {
     pub self_cpu: f64,
     pub server_cpu: Option<f64>,
     pub server_rss_kb: Option<u64>,
+    /// (voluntary, involuntary) context switches of the server processes.
+    pub server_ctx_switches: Option<(u64, u64)>,
     pub per_pid: Vec<(u32, Option<f64>)>,
     pub aux: Vec<(u32, Option<f64>)>,
     pub machine_busy: Option<f64>,
@@ -90,7 +108,12 @@ pub fn sample(server_pids: &[u32], aux_pids: &[u32]) -> Sample {
     let aux = aux_pids.iter().map(|&p| (p, proc_cpu_s(p))).collect();
     let sum_cpu = if per_pid.is_empty() { None } else { per_pid.iter().map(|(_, c)| *c).sum::<Option<f64>>() };
     let rss = if server_pids.is_empty() { None } else { server_pids.iter().map(|&p| proc_rss_kb(p)).sum::<Option<u64>>() };
-    Sample { at, self_cpu, server_cpu: sum_cpu, server_rss_kb: rss, per_pid, aux, machine_busy: machine_busy_s() }
+    let ctx = if server_pids.is_empty() {
+        None
+    } else {
+        server_pids.iter().map(|&p| proc_ctx_switches(p)).try_fold((0, 0), |acc, c| c.map(|(v, i)| (acc.0 + v, acc.1 + i)))
+    };
+    Sample { at, self_cpu, server_cpu: sum_cpu, server_rss_kb: rss, server_ctx_switches: ctx, per_pid, aux, machine_busy: machine_busy_s() }
 }
 
 fn cpu_delta(a: &[(u32, Option<f64>)], b: &[(u32, Option<f64>)], wall: f64) -> serde_json::Value {
@@ -119,6 +142,10 @@ pub fn window_json(a: &Sample, b: &Sample, work: u64) -> serde_json::Value {
                 "rss_kb_end": b.server_rss_kb,
                 "per_cpu_s": if cpu > 0.0 { (work as f64 / cpu).round() } else { 0.0 },
             });
+            if let (Some((v0, i0)), Some((v1, i1))) = (a.server_ctx_switches, b.server_ctx_switches) {
+                let per_s = |x: u64, y: u64| (y.saturating_sub(x) as f64 / wall).round();
+                s["ctx_switches_per_s"] = serde_json::json!({ "voluntary": per_s(v0, v1), "involuntary": per_s(i0, i1) });
+            }
             if a.per_pid.len() > 1 {
                 s["per_pid"] = cpu_delta(&a.per_pid, &b.per_pid, wall);
             }
@@ -167,6 +194,10 @@ mod tests {
         assert_eq!(w["server"]["per_pid"].as_array().unwrap().len(), 2);
         assert_eq!(w["aux"].as_array().unwrap().len(), 1);
         assert_eq!(w["aux"][0]["pid"], me);
+        assert!(w["server"]["ctx_switches_per_s"]["voluntary"].as_f64().is_some());
+        let (v, _) = proc_ctx_switches(me).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2)); // a wait is a voluntary switch
+        assert!(proc_ctx_switches(me).unwrap().0 > v);
         assert!(w["machine"]["busy_cpu_s"].as_f64().unwrap() >= 0.0);
         // no server PID: no server block, as before
         let w = window_json(&sample(&[], &[]), &sample(&[], &[]), 1);
