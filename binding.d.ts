@@ -37,6 +37,13 @@ export declare class NativeServer {
   /** Until `uncork`, sends only queue; `uncork` writes each touched socket once. */
   cork(): void
   uncork(): void
+  /** Whether JS should call `assistIo` after each batch (`inlineIo`, resolved). */
+  get inlineIo(): boolean
+  /**
+   * Runs the connection drivers on this (the JS) thread and returns the batch they produced,
+   * "" when nothing arrived; its raw payloads wait for `takeBlobs()`.
+   */
+  assistIo(): string
   takeBlobs(): Array<Buffer>
   send(id: number, payload: string): boolean
   sendBinary(id: number, payload: Buffer): boolean
@@ -169,6 +176,8 @@ export interface ServerOptions {
   handshakeTimeoutMs?: number
   replyOnInvalid?: boolean
   workerThreads?: number
+  /** `inlineIo`: unset = on when this process may use one CPU. */
+  inlineIo?: boolean
   allowedOrigins?: Array<string>
   /** `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges. */
   trustProxyAll?: boolean

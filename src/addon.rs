@@ -53,6 +53,8 @@ pub struct ServerOptions {
     pub handshake_timeout_ms: Option<f64>,
     pub reply_on_invalid: Option<bool>,
     pub worker_threads: Option<u32>,
+    /// `inlineIo`: unset = on when this process may use one CPU.
+    pub inline_io: Option<bool>,
     pub allowed_origins: Option<Vec<String>>,
     /// `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges.
     pub trust_proxy_all: Option<bool>,
@@ -151,6 +153,7 @@ fn to_config(o: ServerOptions) -> Result<Config> {
         handshake_timeout: millis(o.handshake_timeout_ms, d.handshake_timeout),
         reply_on_invalid: o.reply_on_invalid.unwrap_or(d.reply_on_invalid),
         worker_threads: o.worker_threads.map_or(d.worker_threads, |n| n as usize),
+        inline_io: o.inline_io.unwrap_or(d.inline_io),
         allowed_origins,
         trust_proxy,
         protocols: o.protocols.unwrap_or_default(),
@@ -273,6 +276,23 @@ impl NativeServer {
     #[napi(catch_unwind)]
     pub fn uncork(&self) {
         self.server.uncork()
+    }
+
+    /// Whether JS should call `assistIo` after each batch (`inlineIo`, resolved).
+    #[napi(getter)]
+    pub fn inline_io(&self) -> bool {
+        self.server.inline_io()
+    }
+
+    /// Runs the connection drivers on this (the JS) thread and returns the batch they produced,
+    /// "" when nothing arrived; its raw payloads wait for `takeBlobs()`.
+    #[napi(catch_unwind)]
+    pub fn assist_io(&self) -> String {
+        let taken = self.server.assist_io();
+        if !taken.blobs.is_empty() {
+            self.blobs.lock().extend(taken.blobs);
+        }
+        taken.json
     }
 
     #[napi(catch_unwind)]

@@ -270,9 +270,13 @@ impl Bridge {
         });
     }
 
-    /// Takes everything queued so far (empty `json` when nothing is).
+    /// Takes everything queued so far (empty `json` when nothing is). A wake still pending for
+    /// these entries is cancelled: JS has them (it takes batches itself with `inline_io`).
     pub fn take(&self) -> TakenBatch {
-        let mut batch = std::mem::take(&mut *self.batch.lock());
+        let mut guard = self.batch.lock();
+        self.wake_pending.store(false, Ordering::Release);
+        let mut batch = std::mem::take(&mut *guard);
+        drop(guard);
         if !batch.json.is_empty() {
             batch.json.push(']');
         }
@@ -344,6 +348,18 @@ mod tests {
         b.push_abandoned(7);
         let v: serde_json::Value = serde_json::from_str(&b.take().json).unwrap();
         assert_eq!(v, serde_json::json!([[3], [5, 7, 1, "::1", "GET /ws HTTP/1.1\r\n\r\n"], [6, 7]]));
+    }
+
+    #[test]
+    fn a_batch_js_took_by_itself_needs_no_wake() {
+        let (b, wakes) = bridge();
+        b.push_shutdown_complete();
+        assert!(!b.take().json.is_empty(), "taken inline (assist_io)");
+        b.wake_if_pending();
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "nothing left to wake JS for");
+        b.push_shutdown_complete();
+        b.wake_if_pending();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "new entries still wake it");
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Config {
     /// Answer invalid input with an `error` event instead of closing.
     pub reply_on_invalid: bool,
     pub worker_threads: usize,
+    /// The JS thread reads and writes sockets itself between its batches (see
+    /// `driver::SharedDriver::assist`), and the I/O threads yield the CPU to it. Default: on when
+    /// this process may run on one CPU only (`available_parallelism` counts the affinity mask and
+    /// the cgroup quota), where the I/O and JS threads would otherwise hand every batch back and
+    /// forth through the scheduler.
+    pub inline_io: bool,
     /// Allowed `Origin`s; `None` allows any.
     pub allowed_origins: Option<Vec<OriginPattern>>,
     pub trust_proxy: TrustProxy,
@@ -113,6 +119,7 @@ impl Default for Config {
             cluster: None,
             compression: None,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inline_io: std::thread::available_parallelism().is_ok_and(|n| n.get() == 1),
         }
     }
 }

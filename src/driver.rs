@@ -7,6 +7,11 @@
 //! itself registered once with tokio (`AsyncFd`), so drivers run on the runtime's threads next to
 //! the handshakes, and the runtime's park hook still hands JS its batch when the thread runs dry.
 //!
+//! With `inline_io` (one CPU), the JS thread also runs drivers between its batches
+//! ([`SharedDriver::assist`]): whoever holds a driver's state runs it, so on a single core the
+//! messages that arrived while JS worked are read by JS itself instead of by an I/O thread the
+//! scheduler must switch to and back from for every batch.
+//!
 //! Other threads reach a connection through its [`DriverHandle`]: the handshake adopts a new
 //! connection into it, and publishers, acks and `close` wake a connection by (slot, id), so a
 //! wake-up meant for a connection that has since ended never runs its slot's next occupant for
@@ -25,6 +30,7 @@ use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -60,15 +66,80 @@ impl DriverHandle {
     }
 }
 
-/// Creates a driver's handle and the state its task runs on.
-pub(crate) fn new_driver() -> io::Result<(Arc<DriverHandle>, mio::Poll)> {
+/// A driver as its task and the JS thread's assists share it: its state goes to whoever takes
+/// the lock, and the task never waits for it (an assist that held it wakes the task after).
+pub(crate) struct SharedDriver {
+    handle: Arc<DriverHandle>,
+    /// `None` until the task starts, and again once the runtime dropped it.
+    state: Mutex<Option<Driver>>,
+    /// The task found an assist running the driver and waits for it to let go.
+    task_waiting: AtomicBool,
+}
+
+/// Connection runs per assist (the JS thread returns to its event loop between assists).
+const RUNS_PER_ASSIST: usize = 1024;
+
+impl SharedDriver {
+    pub(crate) fn handle(&self) -> &Arc<DriverHandle> {
+        &self.handle
+    }
+
+    /// Runs the driver once on the calling thread (the JS thread, between batches) unless
+    /// another thread runs it now: adopts, takes what epoll has without waiting, and runs up to
+    /// [`RUNS_PER_ASSIST`] connections; what they read lands in the bridge's batch. No timers:
+    /// the task keeps those, and is woken when work or a new deadline is left for it. Returns
+    /// whether there was anything to do.
+    pub(crate) fn assist(&self) -> bool {
+        let Some(mut state) = self.state.try_lock() else { return false };
+        let Some(driver) = state.as_mut() else { return false };
+        let (progress, leftover) = driver.assist(RUNS_PER_ASSIST);
+        drop(state);
+        if self.task_waiting.swap(false, Ordering::SeqCst) || leftover {
+            self.handle.wakeups.notify();
+        }
+        progress
+    }
+
+    fn poll_task(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before trying the lock: an assist's release wakes this waker.
+        self.handle.wakeups.register(cx.waker());
+        loop {
+            if let Some(mut state) = self.state.try_lock() {
+                return match state.as_mut() {
+                    Some(driver) => driver.poll(cx),
+                    None => Poll::Ready(()),
+                };
+            }
+            // Flag first, then look again: an assist lets go before it reads the flag, so
+            // either it sees the flag or we see the lock free.
+            self.task_waiting.store(true, Ordering::SeqCst);
+            if self.state.is_locked() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Creates a driver (shared state, empty until its task starts) and the epoll set it runs on.
+pub(crate) fn new_driver() -> io::Result<(Arc<SharedDriver>, mio::Poll)> {
     let poll = mio::Poll::new()?;
-    let handle = DriverHandle { adopt: Mutex::default(), wakeups: Arc::default() };
-    Ok((Arc::new(handle), poll))
+    let handle = Arc::new(DriverHandle { adopt: Mutex::default(), wakeups: Arc::default() });
+    let shared = SharedDriver { handle, state: Mutex::new(None), task_waiting: AtomicBool::new(false) };
+    Ok((Arc::new(shared), poll))
+}
+
+/// Empties the shared state when the task ends or is dropped with the runtime: nothing may run
+/// the driver without its task (its sleep and epoll registration belong to the runtime).
+struct ClearOnDrop<'a>(&'a SharedDriver);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().take();
+    }
 }
 
 /// The driver task: runs until the runtime shuts down. Must be spawned on the runtime.
-pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, ctx: Arc<SessionContext>) {
+pub(crate) async fn run(shared: Arc<SharedDriver>, poll: mio::Poll, ctx: Arc<SessionContext>) {
     // SAFETY: the `AsyncFd` owns the `mio::Poll`, so the epoll descriptor stays open and the same
     // for the `AsyncFd`'s whole life (mio::Poll never replaces its descriptor).
     let ready = match unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) } {
@@ -79,9 +150,9 @@ pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, ctx: Arc<Ses
             return;
         }
     };
-    let mut driver = Driver {
+    let driver = Driver {
         ready,
-        handle,
+        handle: shared.handle.clone(),
         ctx,
         events: Events::with_capacity(EVENTS_PER_CALL),
         entries: Vec::new(),
@@ -95,7 +166,9 @@ pub(crate) async fn run(handle: Arc<DriverHandle>, poll: mio::Poll, ctx: Arc<Ses
         adopting: Vec::new(),
         woken: Vec::new(),
     };
-    std::future::poll_fn(|cx| driver.poll(cx)).await;
+    *shared.state.lock() = Some(driver);
+    let _clear = ClearOnDrop(&shared);
+    std::future::poll_fn(|cx| shared.poll_task(cx)).await;
 }
 
 struct Entry {
@@ -170,6 +243,24 @@ impl Driver {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// One pass for [`SharedDriver::assist`]: (anything done, work or a new deadline left for
+    /// the task).
+    fn assist(&mut self, mut budget: usize) -> (bool, bool) {
+        let timers = (self.deadlines.len(), self.congested.len());
+        let mut progress = self.take_inbox();
+        progress |= collect_events(self.ready.get_mut(), &mut self.events, &mut self.entries, &mut self.run) > 0;
+        while budget > 0 {
+            let Some(slot) = self.run.pop_front() else { break };
+            budget -= 1;
+            self.run_slot(slot);
+            progress = true;
+        }
+        // Nothing but `fire_timers` removes timers, so a length that changed means a new one
+        // the task's sleep does not know of yet.
+        let leftover = !self.run.is_empty() || (self.deadlines.len(), self.congested.len()) != timers;
+        (progress, leftover)
     }
 
     /// Adopts new connections and queues woken ones. True when there was anything.

@@ -71,6 +71,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// What every handshake task gets (the pending `authenticate` verdicts live there).
     upgrades: Arc<UpgradeContext>,
+    /// The drivers the JS thread assists between its batches (`inline_io`; empty without).
+    drivers: Vec<Arc<driver::SharedDriver>>,
     /// Set while JS dispatches a batch: publishes only queue, and `uncork` writes each touched
     /// connection once, so k frames for one socket cost one syscall instead of k.
     corked: AtomicBool,
@@ -92,15 +94,21 @@ impl Server {
         let bridge = Arc::new(Bridge::new(config.max_pending_bytes, wake_js));
         bridge.set_report_rejections(config.report_rejections);
         let park_bridge = bridge.clone();
+        let inline_io = config.inline_io;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("ferrosocket-io")
             // An I/O thread that runs out of work hands JS what it produced meanwhile.
             .on_thread_park(move || park_bridge.wake_if_pending())
+            .on_thread_start(move || {
+                if inline_io {
+                    yield_to_js_thread();
+                }
+            })
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-        let (drivers, polls): (Vec<_>, Vec<_>) = (0..config.worker_threads)
+        let (shared_drivers, polls): (Vec<_>, Vec<_>) = (0..config.worker_threads)
             .map(|_| driver::new_driver())
             .collect::<io::Result<Vec<_>>>()
             .map_err(|e| format!("cannot start the connection drivers: {e}"))?
@@ -130,10 +138,10 @@ impl Server {
             lifecycle: lifecycle.clone(),
             metrics: metrics.clone(),
             pending_auth: PendingAuth::default(),
-            drivers: drivers.clone(),
+            drivers: shared_drivers.iter().map(|d| d.handle().clone()).collect(),
         });
-        for (handle, poll) in drivers.into_iter().zip(polls) {
-            runtime.spawn(driver::run(handle, poll, sessions.clone()));
+        for (shared, poll) in shared_drivers.iter().zip(polls) {
+            runtime.spawn(driver::run(shared.clone(), poll, sessions.clone()));
         }
         Ok(Self {
             config,
@@ -144,6 +152,7 @@ impl Server {
             metrics,
             upgrades,
             runtime: Some(runtime),
+            drivers: if inline_io { shared_drivers } else { Vec::new() },
             corked: AtomicBool::new(false),
             corked_conns: Mutex::new(Vec::new()),
             stop_accepting: Arc::new(Notify::new()),
@@ -423,6 +432,25 @@ impl Server {
         self.bridge.take()
     }
 
+    pub fn inline_io(&self) -> bool {
+        !self.drivers.is_empty()
+    }
+
+    /// `inline_io`: the JS thread, done with a batch, runs the drivers itself (see
+    /// [`driver::SharedDriver::assist`]) and takes the batch they produced (empty when nothing
+    /// arrived, or without `inline_io`).
+    pub fn assist_io(&self) -> TakenBatch {
+        let mut any = false;
+        for driver in &self.drivers {
+            any |= driver.assist();
+        }
+        if any {
+            self.bridge.take()
+        } else {
+            TakenBatch { json: String::new(), blobs: Vec::new() }
+        }
+    }
+
     /// Graceful shutdown: stop accepting and release the port, queue a close frame behind what
     /// each connection already has queued, wait up to `timeout` for close handshakes, terminate
     /// the rest, then report completion through the bridge (after every close event).
@@ -506,4 +534,17 @@ async fn heartbeat_loop(fanout: Arc<dyn FanOut>, interval: Duration) {
             }
         }
     }
+}
+
+/// Called on each I/O thread in `inline_io` mode: `SCHED_BATCH`, so that when epoll wakes it
+/// while the JS thread runs on the one CPU they share, it does not preempt JS at once (the
+/// scheduler's wake-up preemption skips batch threads); it runs when JS waits, or at the next
+/// tick, by which time JS has usually read that input itself. Best effort: without it the
+/// server only switches threads more often.
+fn yield_to_js_thread() {
+    use thread_priority::unix::{set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+    use thread_priority::ThreadPriority;
+    // Nice 0 (the OS value's default): only the policy changes.
+    let (policy, nice) = (ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch), ThreadPriority::Os(Default::default()));
+    let _ = set_thread_priority_and_policy(thread_native_id(), nice, policy);
 }

@@ -244,13 +244,21 @@ impl Session {
                         conn.touch();
                         conn.count_read(n);
                         self.ingest(conn, ctx, &mut buf[..n]);
-                        Ok(())
+                        Ok(n < buf.len())
                     }
                     Err(e) => Err(e),
                 }
             });
             match outcome {
-                Ok(()) => {}
+                // A short read emptied the socket: no second read only to hear `WouldBlock`.
+                // Edge-triggered epoll reports every later arrival (data or FIN) as a new event,
+                // so nothing that comes after it is missed (in fine-grained traffic this halves
+                // the reads). A FIN reported already still needs the read that returns 0.
+                Ok(true) if !self.peer_hung_up && !self.peer_reset => {
+                    self.readable = false;
+                    return;
+                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return;

@@ -341,3 +341,62 @@ fn namespaces_route_by_path_and_contracts_refuse_unknown_events_1008() {
     let (opcode, payload) = client.next_frame();
     assert_eq!((opcode, close_code(&payload)), (0x8, 1008));
 }
+
+#[test]
+fn inline_io_lets_the_js_thread_read_every_message_once_in_order() {
+    // One I/O thread and the test thread as "JS": both run the driver, whoever gets it.
+    let (server, port, _wakes) = common::start_server(1, |c| c.inline_io = true);
+    assert!(server.inline_io());
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(port)).collect();
+    const N: usize = 400;
+    // Each client writes its messages one frame per write, as a browser would.
+    let writers: Vec<_> = clients
+        .iter_mut()
+        .map(|c| c.stream.try_clone().unwrap())
+        .map(|mut stream| {
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    stream.write_all(&masked(0x1, format!(r#"{{"event":"n","data":{i}}}"#).as_bytes())).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    let (mut assisted, deadline) = (0, Instant::now() + WAIT);
+    while seen.values().map(Vec::len).sum::<usize>() < 3 * N {
+        assert!(Instant::now() < deadline, "timed out; per connection: {:?}", seen.values().map(Vec::len).collect::<Vec<_>>());
+        // What JS does after each batch (assist), and when woken (take).
+        let from_assist = server.assist_io();
+        assisted += usize::from(!from_assist.json.is_empty());
+        for json in [from_assist.json, server.take_batch().json] {
+            if json.is_empty() {
+                continue;
+            }
+            let batch: Vec<Value> = serde_json::from_str(&json).unwrap();
+            let mut acks = Vec::new();
+            for e in batch.iter().filter(|e| e[0] == 1) {
+                let id = e[1].as_u64().unwrap();
+                seen.entry(id).or_default().push(e[3].as_u64().unwrap());
+                acks.push((id, 1));
+            }
+            server.ack(acks.into_iter(), 0);
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(seen.len(), 3);
+    for got in seen.values() {
+        assert_eq!(*got, (0..N as u64).collect::<Vec<_>>(), "once each, in order");
+    }
+    assert!(assisted > 0, "the assisting thread read some of them itself");
+    // Replies still go out from this thread.
+    let id = *seen.keys().next().unwrap();
+    assert!(server.send_to(id, br#"{"event":"done"}"#, false));
+    let client = clients.iter_mut().find_map(|c| {
+        c.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut probe = [0u8; 2];
+        (c.stream.peek(&mut probe).is_ok_and(|n| n == 2)).then_some(c)
+    });
+    assert_eq!(client.expect("the addressed client got a frame").next_text(), json!({"event": "done"}));
+}

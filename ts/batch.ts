@@ -50,6 +50,8 @@ export type Entry = OpenEntry | MessageEntry | CloseEntry | ShutdownEntry | RawE
 /** What the batch dispatch needs of the server (the server implements it). */
 export interface BatchHost {
   readonly _native: NativeServer
+  /** Read sockets on this thread after each batch (the `inlineIo` option, resolved by Rust). */
+  readonly _inlineIo: boolean
   readonly _connections: Map<number, Connection>
   readonly _acks: InboundAcks
   _reportError(error: unknown): void
@@ -64,21 +66,37 @@ export interface BatchHost {
   readonly _telemetry: Telemetry
 }
 
-/** One wake-up from Rust: decodes the batch and dispatches it corked. */
+/**
+ * Batches one wake-up may dispatch with `inlineIo`: after that JS returns to its event loop
+ * (timers, HTTP, other I/O) even under a steady stream, and the I/O thread or the next wake-up
+ * takes over.
+ */
+export const MAX_INLINE_ROUNDS = 16
+
+/**
+ * One wake-up from Rust: decodes the batch and dispatches it corked. With `inlineIo`, then reads
+ * the sockets on this thread (`assistIo`) and dispatches what arrived meanwhile, until nothing
+ * did or after {@link MAX_INLINE_ROUNDS} batches.
+ */
 export function onBatch(host: BatchHost, json: string): void {
-  if (!json) return
-  let entries: Entry[]
-  try {
-    entries = JSON.parse(json)
-  } catch (error) {
-    return host._reportError(error)
-  }
-  // Cork while handlers run: what they publish is written once per socket at the end.
-  host._native.cork()
-  try {
-    dispatch(host, entries)
-  } finally {
-    host._native.uncork()
+  for (let round = 1; json; round++) {
+    let entries: Entry[]
+    try {
+      entries = JSON.parse(json)
+    } catch (error) {
+      return host._reportError(error)
+    }
+    // Cork while handlers run: what they publish is written once per socket at the end.
+    host._native.cork()
+    try {
+      dispatch(host, entries)
+    } finally {
+      host._native.uncork()
+    }
+    // What assistIo returns is taken from Rust: it must be dispatched, so ask only when there is
+    // a round left for it.
+    if (!host._inlineIo || round === MAX_INLINE_ROUNDS) return
+    json = host._native.assistIo()
   }
 }
 

@@ -14,6 +14,12 @@ export type InternalOptions = ServerOptions<UntypedContract, Record<string, Unty
   __referenceHandlers?: boolean
 }
 
+/** `undefined` (the default applies) or a boolean. */
+function optionalBoolean(name: string, value: unknown): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') throw new TypeError(`option ${name} must be a boolean`)
+  return value
+}
+
 /** A non-negative finite number, or `fallback` when absent. */
 export function positive<F extends number | undefined>(name: string, value: unknown, fallback: F): number | F {
   if (value === undefined) return fallback
@@ -94,6 +100,7 @@ export function nativeOptions(options: InternalOptions, nodeId: string, namespac
     handshakeTimeoutMs: positive('handshakeTimeoutMs', options.handshakeTimeoutMs, undefined),
     replyOnInvalid,
     workerThreads: positive('workerThreads', options.workerThreads, undefined),
+    inlineIo: optionalBoolean('inlineIo', options.inlineIo),
     allowedOrigins: stringList('allowedOrigins', options.allowedOrigins),
     ...trustProxyOptions(options.trustProxy),
     protocols: stringList('protocols', options.protocols),

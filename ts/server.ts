@@ -98,6 +98,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   _shutdown: Promise<void> | undefined
   _shutdownResolve: (() => void) | undefined
   readonly _native: NativeServer
+  /** Rust resolved `inlineIo` to on: each batch ends by reading sockets here (ts/batch.ts). */
+  readonly _inlineIo: boolean
   /** Who is connected: this process's index (ts/presence.ts), or the whole Redis cluster (ts/cluster-presence.ts). */
   readonly presence: LocalPresence | ClusterPresence
   /** With `cluster.redis`: Rust forwards publishes to the other nodes, which need ids of theirs. */
@@ -151,6 +153,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     native.reportRejections = this._telemetry.warn
     this._redisCluster = native.clusterRedisUrl !== undefined
     this._native = new binding.NativeServer(native, (json) => onBatch(this, json))
+    this._inlineIo = this._native.inlineIo
     this.presence = this._redisCluster ? new ClusterPresence(this) : new LocalPresence(this)
     const cluster = (options as { cluster?: { bus?: unknown } }).cluster
     const bus = checkBus(cluster?.bus)

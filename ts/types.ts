@@ -177,6 +177,13 @@ export interface ServerOptions<
   /** Rust I/O threads. Default: available cores. */
   workerThreads?: number
   /**
+   * Whether the JS thread reads sockets itself between its batches of events, and the Rust I/O
+   * threads yield the CPU to it. Default: on when the process may use only one CPU (a CPU
+   * affinity mask or a container's CPU quota of one), where two threads would otherwise take
+   * turns on that CPU for every batch; off otherwise, where the I/O threads run beside JS.
+   */
+  inlineIo?: boolean
+  /**
    * Decide each upgrade before the WebSocket exists (Rust holds the socket meanwhile). Return
    * `{ userId?, data? }` (or `true`) to accept; `false`/nothing or a thrown error rejects with 401;
    * `{ status, message }` rejects with that status. A thrown error's `status` is used and its
