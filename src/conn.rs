@@ -17,6 +17,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+/// Frames queued for one socket up to this size in total leave as one copied buffer.
+const COALESCE_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where [`Conn::write_slices`] copies small frames together (one per thread, reused).
+    static COALESCED: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(COALESCE_BYTES));
+}
+
 const PING_FRAME: &[u8] = &[0x80 | frame::OP_PING, 0];
 /// `slot` before the driver has adopted the connection.
 const NO_SLOT: u32 = u32::MAX;
@@ -393,12 +401,21 @@ impl Conn {
     }
 
     /// One write of `slices`: `send` for one slice (the usual case: one frame per socket per
-    /// flush), `sendmsg` for several. Not `writev`: on a socket it takes the file layer's path
-    /// (`vfs_writev`, `fdget_pos`, the iovec import), which a profile of fine-grained fan-out
-    /// showed costing about twice the socket calls' entry (~9% of the server's CPU against ~5%).
+    /// flush), and for a few small frames copied together (copying a few hundred bytes is
+    /// cheaper than `sendmsg`'s header and iovec import); `sendmsg` past [`COALESCE_BYTES`]. Not
+    /// `writev`: on a socket it takes the file layer's path (`vfs_writev`, `fdget_pos`), which a
+    /// profile of fine-grained fan-out showed costing about twice the socket calls' entry.
     fn write_slices(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match slices {
             [one] => (&self.stream).write(one),
+            many if many.iter().map(|s| s.len()).sum::<usize>() <= COALESCE_BYTES => COALESCED.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                for slice in many {
+                    buf.extend_from_slice(slice);
+                }
+                (&self.stream).write(&buf)
+            }),
             many => socket2::SockRef::from(&self.stream).send_vectored(many),
         }
     }

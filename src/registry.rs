@@ -5,6 +5,33 @@
 
 use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes connection ids with one multiply. Ids are counters this process hands out, never peer
+/// input, so SipHash's resistance to chosen keys buys nothing here, and an id is looked up on
+/// every send. (Room and user names, which peers can influence, keep the default hasher.)
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the odd constant spreads sequential ids over the high bits.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by connection id.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// Recipients of one publish: `(rooms ∪ users ∪ connections) − except`, within one namespace,
 /// or every connection of the namespace when `everyone` is set.
@@ -57,19 +84,19 @@ pub struct Snapshot {
 }
 
 struct Namespace<H> {
-    members: HashMap<u64, H>,
-    rooms: HashMap<String, HashMap<u64, H>>,
-    users: HashMap<String, HashMap<u64, H>>,
+    members: IdMap<H>,
+    rooms: HashMap<String, IdMap<H>>,
+    users: HashMap<String, IdMap<H>>,
 }
 
 impl<H> Default for Namespace<H> {
     fn default() -> Self {
-        Self { members: HashMap::new(), rooms: HashMap::new(), users: HashMap::new() }
+        Self { members: IdMap::default(), rooms: HashMap::new(), users: HashMap::new() }
     }
 }
 
 struct Inner<H> {
-    members: HashMap<u64, Member<H>>,
+    members: IdMap<Member<H>>,
     namespaces: Vec<Namespace<H>>,
 }
 
@@ -77,18 +104,18 @@ pub struct Registry<H> {
     inner: RwLock<Inner<H>>,
 }
 
-fn add_to<H>(index: &mut HashMap<String, HashMap<u64, H>>, key: &str, id: u64, handle: H) {
+fn add_to<H>(index: &mut HashMap<String, IdMap<H>>, key: &str, id: u64, handle: H) {
     match index.get_mut(key) {
         Some(set) => {
             set.insert(id, handle);
         }
         None => {
-            index.insert(key.to_owned(), HashMap::from([(id, handle)]));
+            index.insert(key.to_owned(), IdMap::from_iter([(id, handle)]));
         }
     }
 }
 
-fn remove_from<H>(index: &mut HashMap<String, HashMap<u64, H>>, key: &str, id: u64) {
+fn remove_from<H>(index: &mut HashMap<String, IdMap<H>>, key: &str, id: u64) {
     if let Some(set) = index.get_mut(key) {
         set.remove(&id);
         if set.is_empty() {
@@ -101,7 +128,7 @@ impl<H: Clone> Registry<H> {
     pub fn new(namespaces: usize) -> Self {
         Self {
             inner: RwLock::new(Inner {
-                members: HashMap::new(),
+                members: IdMap::default(),
                 namespaces: (0..namespaces).map(|_| Namespace::default()).collect(),
             }),
         }
