@@ -46,6 +46,12 @@ export declare class NativeServer {
   assistIo(): string
   takeBlobs(): Array<Buffer>
   send(id: number, payload: string): boolean
+  /**
+   * The sends of one JS batch (ts/outbox.ts): `payloads[i]` to connection `ids[i]`, the
+   * payloads joined by NUL (envelope JSON never holds a raw NUL). A connection that is gone or
+   * closing drops its share, as `send` would.
+   */
+  sendMany(ids: Float64Array, payloads: string): void
   sendBinary(id: number, payload: Buffer): boolean
   broadcast(namespace: number, payload: string): number
   publishToRoom(namespace: number, room: string, payload: string): number

@@ -193,3 +193,32 @@ test('messages of many connections arriving interleaved keep each connection’s
   assert.equal(overlapped, 0, 'handlers of one connection never overlap')
   for (const [, conn] of clients) assert.deepEqual(seen.get(conn.id), range(0, PER))
 })
+
+test('a handler\'s sends, room publishes, raw frames and close reach the client in the order it made them', async (t) => {
+  // Within a batch, conn.publish is collected and handed to Rust at the end (ts/outbox.ts); every
+  // other write or close must first hand over what was collected.
+  // While a batch is corked every frame queues, so the per-connection queue bound is raised.
+  const h = await startServer({ backpressure: { maxQueuedMessages: 10_000 } }, {
+    onConnection(conn) {
+      conn.join('room')
+      conn.onMessage('go', () => {
+        conn.publish('n', 1)
+        h.server.publishToRoom('room', 'n', 2)
+        conn.publish('n', 3)
+        h.server.broadcast('n', 4)
+        conn.publish('n', 5)
+        h.server.publishToAudience({ connections: [conn.id] }, 'n', 6)
+        for (let i = 7; i < 5007; i++) conn.publish('n', i) // past the outbox's bound of 4,096
+        conn.close(4001, 'after all of them')
+      })
+    },
+  })
+  t.after(() => h.close())
+  const [ws] = await h.client()
+  const got = []
+  ws.on('message', (m) => got.push(JSON.parse(String(m)).data))
+  const closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve([code, String(reason)])))
+  send(ws, 'go', null)
+  assert.deepEqual(await withTimeout(closed, 5000, 'the close after the sends'), [4001, 'after all of them'])
+  assert.deepEqual(got, range(1, 5007))
+})

@@ -305,6 +305,16 @@ impl NativeServer {
         self.server.send_to(id as u64, payload.as_bytes(), false)
     }
 
+    /// The sends of one JS batch (ts/outbox.ts): `payloads[i]` to connection `ids[i]`, the
+    /// payloads joined by NUL (envelope JSON never holds a raw NUL). A connection that is gone or
+    /// closing drops its share, as `send` would.
+    #[napi(catch_unwind)]
+    pub fn send_many(&self, ids: Float64Array, payloads: String) {
+        for (id, payload) in ids.iter().zip(payloads.split('\0')) {
+            self.server.send_to(*id as u64, payload.as_bytes(), false);
+        }
+    }
+
     #[napi(catch_unwind)]
     pub fn send_binary(&self, id: f64, payload: Buffer) -> bool {
         self.server.send_to(id as u64, &payload, true)

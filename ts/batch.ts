@@ -6,6 +6,7 @@
 import type { InboundAcks } from './acks'
 import type { Connection } from './connection'
 import type { NativeServer } from './native'
+import type { Outbox } from './outbox'
 import type { EnvelopeMeta } from './protocol/envelope'
 import { quietTrace, type Telemetry } from './telemetry'
 
@@ -52,6 +53,8 @@ export interface BatchHost {
   readonly _native: NativeServer
   /** Read sockets on this thread after each batch (the `inlineIo` option, resolved by Rust). */
   readonly _inlineIo: boolean
+  /** Where the batch's sends collect. */
+  readonly _outbox: Outbox
   readonly _connections: Map<number, Connection>
   readonly _acks: InboundAcks
   _reportError(error: unknown): void
@@ -86,11 +89,16 @@ export function onBatch(host: BatchHost, json: string): void {
     } catch (error) {
       return host._reportError(error)
     }
-    // Cork while handlers run: what they publish is written once per socket at the end.
+    // Cork while handlers run: their sends are collected (ts/outbox.ts), then handed over and
+    // written once per socket at the end.
+    const outbox = host._outbox
     host._native.cork()
+    outbox.collecting = true
     try {
       dispatch(host, entries)
     } finally {
+      outbox.collecting = false
+      outbox.flush(host._native)
       host._native.uncork()
     }
     // What assistIo returns is taken from Rust: it must be dispatched, so ask only when there is

@@ -222,7 +222,7 @@ export class Connection implements ConnectionState {
     const tel = server._telemetry
     const payload = server._serialise(ns, 'connection', event, data, this)
     server._metrics.connectionPublishes++
-    const sent = (this._state & State.CLOSED) === 0 && server._native.send(this._nid, payload)
+    const sent = (this._state & State.CLOSED) === 0 && server._send(this._nid, payload)
     if (tel.warn) publishedTo(tel, this, event, data, sent)
     server._tracing?.published(ns.name, 'connection', event, sent ? 1 : 0)
     return sent
@@ -231,7 +231,7 @@ export class Connection implements ConnectionState {
   /** Raw-mode send: a string goes as a text frame, a Buffer/Uint8Array as a binary frame. True when queued. */
   sendRaw(data: string | Uint8Array): boolean {
     if (this._state & State.CLOSED) return false
-    const native = this._ns.server._native
+    const native = this._ns.server._output()
     if (typeof data === 'string') return native.send(this._nid, data)
     return native.sendBinary(this._nid, Buffer.isBuffer(data) ? data : Buffer.from(data))
   }
@@ -304,7 +304,7 @@ export class Connection implements ConnectionState {
     assertSendableCode(code)
     if (!this.isOpen) return
     this._state |= State.CLOSING
-    this._ns.server._native.close(this._nid, code, String(reason))
+    this._ns.server._output().close(this._nid, code, String(reason))
   }
 
   // ---- called by the server ----

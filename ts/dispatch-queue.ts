@@ -228,7 +228,7 @@ function acknowledge(conn: ConnectionState, message: Queued): void {
 export function abort(conn: ConnectionState, code: number, reason: string): void {
   if ((conn._state & State.CLOSING) === 0) {
     conn._state |= State.CLOSING
-    conn._ns.server._native.close(conn._nid, code, reason)
+    conn._ns.server._output().close(conn._nid, code, reason)
   }
   dropQueue(conn)
 }

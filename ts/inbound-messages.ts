@@ -37,7 +37,7 @@ function invalidData(conn: ConnectionState, message: QueuedMessage, issues: Read
   if (tel.warn) tel.emit('ws.message.rejected', conn, { event: message.event, reason: 'invalid_data', issues: serialisableIssues(issues), payload: tel.previewOf(message.data) })
   if (server._replyOnInvalid) {
     const error = { code: 'invalid_data', message: Reason.INVALID_DATA, event: message.event, issues: serialisableIssues(issues) }
-    server._native.send(conn._nid, encodeEvent('error', error))
+    server._send(conn._nid, encodeEvent('error', error))
   } else {
     abort(conn, CloseCode.INVALID_PAYLOAD, Reason.INVALID_DATA)
   }

@@ -211,7 +211,7 @@ function finishRequest(conn: ConnectionState, request: InboundRequest, reply: st
 }
 
 function sendReply(conn: ConnectionState, reply: string): void {
-  if ((conn._state & State.CLOSED) === 0) conn._ns.server._native.send(conn._nid, reply)
+  if ((conn._state & State.CLOSED) === 0) conn._ns.server._send(conn._nid, reply)
 }
 
 /** The connection closed: nothing can be sent any more; every handler still running sees its `signal` abort. */

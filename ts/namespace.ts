@@ -21,6 +21,10 @@ export interface ConnectionHost {
   /** `conn.openedAt` is stored as ms since this. */
   readonly _epoch: number
   readonly _native: NativeServer
+  /** Sends an envelope text (collected while a batch dispatches, see ts/outbox.ts); true when queued. */
+  _send(nid: number, payload: string): boolean
+  /** The native server for any other write or close, after the collected sends went first. */
+  _output(): NativeServer
   readonly _stats: { unknownReplies: number; droppedMessages: number }
   /** What JS counts for metrics (schema rejections, `conn.publish`, handler durations). */
   readonly _metrics: JsMetrics

@@ -40,7 +40,7 @@ export function sendRequest(conn: ConnectionState, name: string, data: unknown, 
         reject(new RequestError(RequestErrorCode.TIMEOUT, `Client request "${name}" timed out after ${timeoutMs} ms`))
       }, timeoutMs)
     }
-    if (!server._native.send(conn._nid, payload)) {
+    if (!server._output().send(conn._nid, payload)) {
       outbound.delete(id)
       clearTimeout(pending.timer)
       reject(connectionClosed(name))

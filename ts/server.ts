@@ -5,6 +5,7 @@
 
 import { InboundAcks } from './acks'
 import { onBatch, type BatchHost, type OpenEntry, type RejectedEntry } from './batch'
+import { Outbox } from './outbox'
 import { Connection } from './connection'
 import {
   RAW,
@@ -100,6 +101,8 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   readonly _native: NativeServer
   /** Rust resolved `inlineIo` to on: each batch ends by reading sockets here (ts/batch.ts). */
   readonly _inlineIo: boolean
+  /** Sends made while a batch dispatches, handed to Rust in one call (ts/outbox.ts). */
+  readonly _outbox: Outbox = new Outbox()
   /** Who is connected: this process's index (ts/presence.ts), or the whole Redis cluster (ts/cluster-presence.ts). */
   readonly presence: LocalPresence | ClusterPresence
   /** With `cluster.redis`: Rust forwards publishes to the other nodes, which need ids of theirs. */
@@ -349,21 +352,21 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     const ns = this._namespace(namespace)
     const payload = this._serialise(ns, 'broadcast', event, data)
     this._bus?.send(ns.name, { everyone: true }, payload)
-    return this._published(ns, 'broadcast', event, data, this._native.broadcast(ns.index, payload))
+    return this._published(ns, 'broadcast', event, data, this._output().broadcast(ns.index, payload))
   }
 
   publishToRoom(room: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
     const payload = this._serialise(ns, 'room', event, data)
     this._bus?.send(ns.name, { rooms: [String(room)] }, payload)
-    return this._published(ns, 'room', event, data, this._native.publishToRoom(ns.index, String(room), payload))
+    return this._published(ns, 'room', event, data, this._output().publishToRoom(ns.index, String(room), payload))
   }
 
   publishToUser(userId: string, event: string, data: unknown, namespace: string = DEFAULT_NAMESPACE): number {
     const ns = this._namespace(namespace)
     const payload = this._serialise(ns, 'user', event, data)
     this._bus?.send(ns.name, { users: [String(userId)] }, payload)
-    return this._published(ns, 'user', event, data, this._native.publishToUser(ns.index, String(userId), payload))
+    return this._published(ns, 'user', event, data, this._output().publishToUser(ns.index, String(userId), payload))
   }
 
   publishToAudience(audience: Audience, event: string, data: unknown): number {
@@ -372,6 +375,29 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     const global = globalAudience(audience)
     this._bus?.send(ns.name, global, payload)
     return this._published(ns, 'audience', event, data, this._deliver(ns, global, payload))
+  }
+
+  /**
+   * Sends one envelope text (made by ts/protocol's encoders) to connection `nid`: collected while
+   * a batch dispatches, else at once. True when queued; within a batch, Rust's own view (a close
+   * it queued itself) is only known when the outbox flushes, so it is true there.
+   */
+  _send(nid: number, payload: string): boolean {
+    const outbox = this._outbox
+    if (outbox.collecting) {
+      outbox.add(this._native, nid, payload)
+      return true
+    }
+    return this._native.send(nid, payload)
+  }
+
+  /**
+   * The native server, after it got the sends collected so far: every other call that writes to
+   * or closes connections goes through here, so a connection's frames keep the app's order.
+   */
+  _output(): NativeServer {
+    this._outbox.flush(this._native)
+    return this._native
   }
 
   /** Validates and serialises a publish; a refusal is reported (`ws.publish.rejected`) and thrown. */
@@ -422,8 +448,9 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
 
   /** Delivers to this node's connections in an audience given with global ids (and, with `cluster.redis`, to the other nodes'). */
   _deliver(ns: Namespace, audience: BusAudience, payload: string): number {
-    if (audience.everyone) return this._native.broadcast(ns.index, payload)
-    return this._native.publishToAudience(ns.index, this._nativeAudience(audience), payload)
+    const native = this._output()
+    if (audience.everyone) return native.broadcast(ns.index, payload)
+    return native.publishToAudience(ns.index, this._nativeAudience(audience), payload)
   }
 
   /**
@@ -457,7 +484,7 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
   async closeConnections(audience: Audience, code: number = CloseCode.NORMAL, reason: string = ''): Promise<number> {
     assertSendableCode(code)
     const ns = this._namespace(audience?.namespace ?? DEFAULT_NAMESPACE)
-    return this._native.closeAudience(ns.index, this._nativeAudience(globalAudience(audience)), code, String(reason))
+    return this._output().closeAudience(ns.index, this._nativeAudience(globalAudience(audience)), code, String(reason))
   }
 
   shutdown(code: number = CloseCode.GOING_AWAY, reason: string = Reason.SHUTDOWN, options: ShutdownOptions = {}): Promise<void> {
@@ -467,10 +494,10 @@ export class Server implements UntypedServer, ConnectionHost, BatchHost, Handsha
     let done: Promise<void>
     if (!this._started) {
       done = Promise.resolve()
-      this._native.shutdown(code, String(reason), 0)
+      this._output().shutdown(code, String(reason), 0)
     } else {
       done = new Promise((resolve) => (this._shutdownResolve = resolve))
-      this._native.shutdown(code, String(reason), timeoutMs)
+      this._output().shutdown(code, String(reason), timeoutMs)
     }
     // The bus last: until every connection is closed, other nodes' publishes still reach them.
     const bus = this._bus
