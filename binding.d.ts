@@ -34,16 +34,17 @@ export declare class NativeServer {
   constructor(options: ServerOptions, onBatch: (arg: string) => void)
   /** Binds and starts accepting; returns the port. */
   listen(): number
-  /** Until `uncork`, sends only queue; `uncork` writes each touched socket once. */
-  cork(): void
-  uncork(): void
-  /** Whether JS should call `assistIo` after each batch (`inlineIo`, resolved). */
+  /** Whether `finishBatch` should read sockets on this thread (`inlineIo`, resolved). */
   get inlineIo(): boolean
   /**
-   * Runs the connection drivers on this (the JS) thread and returns the batch they produced,
-   * "" when nothing arrived; its raw payloads wait for `takeBlobs()`.
+   * Ends the dispatch of a batch, in one crossing: hands over its collected sends (as
+   * `sendMany`), uncorks (each touched socket is written once), acknowledges what JS handled
+   * (as `ack`), and with `assist` runs the connection drivers on this thread and returns the
+   * batch they produced, corked again for its dispatch ("" when nothing arrived; raw payloads
+   * wait for `takeBlobs()`). Every batch the `onBatch` callback or this returns must end with
+   * a call to this.
    */
-  assistIo(): string
+  finishBatch(ids: Float64Array | undefined | null, payloads: string | undefined | null, acks: Float64Array | undefined | null, releasedBytes: number, assist: boolean): string
   takeBlobs(): Array<Buffer>
   send(id: number, payload: string): boolean
   /**

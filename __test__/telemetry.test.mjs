@@ -151,9 +151,13 @@ test('every event name comes out of a real scenario with the documented fields',
   assertShape(dropped, 'ws.message.buffer.dropped', 'warn', conn)
   assert.equal(dropped.detail.limit, 1)
 
-  // A slow handler with messages piling up behind it: delayed at maxInflightMessages (3).
+  // A slow handler with messages piling up behind it: delayed at maxInflightMessages (3). Rust
+  // stops reading at 3 unacknowledged messages, so the queue reaches 3 only when the 4 arrive in
+  // one read: the client writes them in one TCP write.
+  ws._socket.cork()
   send(ws, 'slow', 1)
   for (let i = 0; i < 3; i++) send(ws, 'say', { text: `q${i}` })
+  ws._socket.uncork()
   const delayed = await rec.next('ws.backpressure.delayed')
   assertShape(delayed, 'ws.backpressure.delayed', 'info', conn)
   assert.equal(delayed.detail.limit, 3)

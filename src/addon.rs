@@ -245,12 +245,19 @@ impl NativeServer {
             .callee_handled::<false>()
             .build_callback(move |_ctx| {
                 let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    source.upgrade().map(|s| s.take_batch())
+                    source.upgrade().map(|s| {
+                        let taken = s.take_batch();
+                        (s, taken)
+                    })
                 }));
                 match batch {
-                    Ok(Some(taken)) => {
+                    Ok(Some((server, taken))) => {
                         if !taken.blobs.is_empty() {
                             blob_slot.lock().extend(taken.blobs);
+                        }
+                        if !taken.json.is_empty() {
+                            // Sends made while JS dispatches it only queue, until `finishBatch`.
+                            server.cork();
                         }
                         Ok(taken.json)
                     }
@@ -267,30 +274,43 @@ impl NativeServer {
         self.server.listen().map(u32::from).map_err(|e| Error::from_reason(format!("listen failed: {e}")))
     }
 
-    /// Until `uncork`, sends only queue; `uncork` writes each touched socket once.
-    #[napi(catch_unwind)]
-    pub fn cork(&self) {
-        self.server.cork()
-    }
-
-    #[napi(catch_unwind)]
-    pub fn uncork(&self) {
-        self.server.uncork()
-    }
-
-    /// Whether JS should call `assistIo` after each batch (`inlineIo`, resolved).
+    /// Whether `finishBatch` should read sockets on this thread (`inlineIo`, resolved).
     #[napi(getter)]
     pub fn inline_io(&self) -> bool {
         self.server.inline_io()
     }
 
-    /// Runs the connection drivers on this (the JS) thread and returns the batch they produced,
-    /// "" when nothing arrived; its raw payloads wait for `takeBlobs()`.
+    /// Ends the dispatch of a batch, in one crossing: hands over its collected sends (as
+    /// `sendMany`), uncorks (each touched socket is written once), acknowledges what JS handled
+    /// (as `ack`), and with `assist` runs the connection drivers on this thread and returns the
+    /// batch they produced, corked again for its dispatch ("" when nothing arrived; raw payloads
+    /// wait for `takeBlobs()`). Every batch the `onBatch` callback or this returns must end with
+    /// a call to this.
     #[napi(catch_unwind)]
-    pub fn assist_io(&self) -> String {
+    pub fn finish_batch(
+        &self,
+        ids: Option<Float64Array>,
+        payloads: Option<String>,
+        acks: Option<Float64Array>,
+        released_bytes: f64,
+        assist: bool,
+    ) -> String {
+        if let (Some(ids), Some(payloads)) = (ids, payloads) {
+            self.send_many(ids, payloads);
+        }
+        self.server.uncork();
+        if let Some(pairs) = acks {
+            self.ack(pairs, released_bytes);
+        }
+        if !assist {
+            return String::new();
+        }
         let taken = self.server.assist_io();
         if !taken.blobs.is_empty() {
             self.blobs.lock().extend(taken.blobs);
+        }
+        if !taken.json.is_empty() {
+            self.server.cork();
         }
         taken.json
     }

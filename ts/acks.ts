@@ -43,9 +43,19 @@ export class InboundAcks {
   }
 
   flush(): void {
+    const pairs = this.take()
+    if (pairs !== null) this._send(pairs, this.lastReleased)
+  }
+
+  /**
+   * Takes what waits as (id, count) pairs, with its released bytes in `lastReleased`, for a caller
+   * that hands it to Rust itself (a batch's `finishBatch`); null when nothing waits. The flush
+   * already scheduled then finds nothing.
+   */
+  take(): Float64Array | null {
     this.scheduled = false
     const released = this.released
-    if (this.counts.size === 0 && released === 0) return
+    if (this.counts.size === 0 && released === 0) return null
     const pairs = new Float64Array(this.counts.size * 2)
     let i = 0
     for (const [id, n] of this.counts) {
@@ -54,6 +64,10 @@ export class InboundAcks {
     }
     this.counts.clear()
     this.released = 0
-    this._send(pairs, released)
+    this.lastReleased = released
+    return pairs
   }
+
+  /** The released bytes that went with the pairs `take` returned last. */
+  lastReleased = 0
 }

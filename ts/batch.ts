@@ -77,34 +77,29 @@ export interface BatchHost {
 export const MAX_INLINE_ROUNDS = 16
 
 /**
- * One wake-up from Rust: decodes the batch and dispatches it corked. With `inlineIo`, then reads
- * the sockets on this thread (`assistIo`) and dispatches what arrived meanwhile, until nothing
- * did or after {@link MAX_INLINE_ROUNDS} batches.
+ * One wake-up from Rust: decodes the batch and dispatches it. Rust corked the server when it
+ * handed the batch over, so handlers' sends only queue (collected in ts/outbox.ts); the batch ends
+ * with one `finishBatch` call that hands them over and writes every touched socket once. With
+ * `inlineIo`, that call also reads the sockets on this thread and returns what arrived meanwhile,
+ * dispatched the same way, until nothing did or after {@link MAX_INLINE_ROUNDS} batches.
  */
 export function onBatch(host: BatchHost, json: string): void {
+  const outbox = host._outbox
   for (let round = 1; json; round++) {
-    let entries: Entry[]
+    let entries: Entry[] | undefined
     try {
       entries = JSON.parse(json)
     } catch (error) {
-      return host._reportError(error)
+      host._reportError(error)
     }
-    // Cork while handlers run: their sends are collected (ts/outbox.ts), then handed over and
-    // written once per socket at the end.
-    const outbox = host._outbox
-    host._native.cork()
     outbox.collecting = true
     try {
-      dispatch(host, entries)
+      if (entries !== undefined) dispatch(host, entries)
     } finally {
-      outbox.collecting = false
-      outbox.flush(host._native)
-      host._native.uncork()
+      // What finishBatch returns is taken from Rust: it must be dispatched, so ask only when
+      // there is a round left for it.
+      json = outbox.finish(host._native, host._acks, host._inlineIo && round < MAX_INLINE_ROUNDS)
     }
-    // What assistIo returns is taken from Rust: it must be dispatched, so ask only when there is
-    // a round left for it.
-    if (!host._inlineIo || round === MAX_INLINE_ROUNDS) return
-    json = host._native.assistIo()
   }
 }
 

@@ -8,6 +8,7 @@
 // connection first flushes the outbox (`Server#_output`), so a connection sees its frames in the
 // order the app made them.
 
+import type { InboundAcks } from './acks'
 import type { NativeServer } from './native'
 
 /** Sends collected before the outbox flushes by itself (a handler publishing in a loop). */
@@ -29,10 +30,28 @@ export class Outbox {
   /** Hands every queued send to Rust, in order. */
   flush(native: NativeServer): void {
     if (this.ids.length === 0) return
-    const ids = Float64Array.from(this.ids)
-    const joined = this.payloads.join('\0')
+    const [ids, joined] = this.take()
+    native.sendMany(ids, joined)
+  }
+
+  /**
+   * Ends a batch's dispatch (`NativeServer#finishBatch`): hands over the queued sends, uncorks,
+   * and acknowledges what `acks` holds (Rust reads on sooner, and the event loop's own ack flush
+   * finds nothing); with `assist`, returns the next batch read on this thread ('' when none).
+   */
+  finish(native: NativeServer, acks: InboundAcks, assist: boolean): string {
+    this.collecting = false
+    const pairs = acks.take()
+    const released = pairs === null ? 0 : acks.lastReleased
+    if (this.ids.length === 0) return native.finishBatch(null, null, pairs, released, assist)
+    const [ids, joined] = this.take()
+    return native.finishBatch(ids, joined, pairs, released, assist)
+  }
+
+  private take(): [Float64Array, string] {
+    const taken: [Float64Array, string] = [Float64Array.from(this.ids), this.payloads.join('\0')]
     this.ids.length = 0
     this.payloads.length = 0
-    native.sendMany(ids, joined)
+    return taken
   }
 }
