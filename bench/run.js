@@ -45,10 +45,10 @@ const USAGE = `usage: node bench/run.js [--quick] [--peers ws,ferrosocket,ferros
   --workloads     comma list of: ${'echo,fanout-1k,fanout-10k,idle-10k,idle-19k,connect'}
                   and, only when named, the compressed variants
                   ${'fanout-1k-deflate,fanout-10k-deflate,idle-10k-deflate'}
-  --shape         client shape of echo, fanout-1k, fanout-10k (default batched: the load generator's
-                  own client, many frames per write). fine: tokio-tungstenite clients, one message
-                  per write (workloads echo-fine, fanout-1k-fine, fanout-10k-fine, plus chat: many
-                  rooms of 10-50, each member sending now and then); both: each next to the other
+  --shape         client shape of echo, fanout-1k, fanout-10k (default both). batched: the load
+                  generator's own client, many frames per write. fine: tokio-tungstenite clients, one
+                  message per write (workloads echo-fine, fanout-1k-fine, fanout-10k-fine, plus chat:
+                  many rooms of 10-50, each member sending now and then); both: each next to the other
   --duration S    measured seconds per throughput run (default 10, quick 2)
   --repeat N      run every workload × peer N times (peers interleaved) and report medians
   --out DIR       results directory (default bench/results)
@@ -209,14 +209,14 @@ function workloads(opts) {
 
 /**
  * The workloads to run. Without --workloads: the default list (not onlyNamed) in the shape(s)
- * asked for — --shape batched (default): today's list; fine: echo-fine, fanout-1k-fine,
- * fanout-10k-fine and chat; both: each batched workload followed by its fine variant, then chat,
+ * asked for — --shape batched: echo, the fan-outs, idle and connect; fine: echo-fine,
+ * fanout-1k-fine, fanout-10k-fine and chat; both (default): each batched workload followed by its fine variant, then chat,
  * then idle and connect. A named id with both shapes (echo, fanout-1k, fanout-10k) stands for
  * its variant(s) of the shape(s) asked for; other ids (`*-fine`, chat, idle, connect, the
  * compressed ones) are taken as named. The compressed workloads run only when named.
  */
 function selectWorkloads(all, opts) {
-  const shape = opts.shape || 'batched'
+  const shape = opts.shape || 'both'
   const shapes = shape === 'both' ? ['batched', 'fine'] : [shape]
   const byId = (id) => all.find((w) => w.id === id)
   const pick = (id) => {
@@ -266,6 +266,22 @@ const PEERS = {
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
   },
   // Observability cost: telemetry on at info with a no-op sink, and metrics scraped every second.
+  // Multi-core: the same server with one or two Rust I/O threads (run these with --no-pin, so the
+  // server may use every core; inlineIo is then off, as it is by default on more than one core).
+  'ferrosocket-1io': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_WORKER_THREADS: '1' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
+  'ferrosocket-2io': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_WORKER_THREADS: '2' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
   'ferrosocket-telemetry': {
     script: 'ferrosocket.js',
     env: { FERROSOCKET_TELEMETRY: 'info' },
@@ -321,7 +337,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-dashboard', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-dashboard', 'ferrosocket-1io', 'ferrosocket-2io', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
 function peerVersion(name) {
   const read = (p) => {
@@ -486,6 +502,7 @@ function summarize(wl, rec) {
     per_cpu_s: srv.per_cpu_s,
     server_cpu_util: srv.cpu_util,
     loadgen_cpu_util: w.loadgen?.cpu_util,
+    ctx_switches_per_s: srv.ctx_switches_per_s,
     latency: {},
   }
   for (const lat of [wl.latency, wl.latency2].filter(Boolean)) {
@@ -573,6 +590,11 @@ function ratios(wl, recs) {
 
 const fmtKB = (b) => (b == null ? '–' : (b / 1000).toFixed(2))
 
+/** `12,345 + 678`: a server's voluntary and involuntary context switches per second. */
+function fmtSwitches(c) {
+  return c ? `${fmtInt(c.voluntary)} + ${fmtInt(c.involuntary)}` : '–'
+}
+
 function markdown(report) {
   const L = []
   const m = report.machine
@@ -638,8 +660,8 @@ function markdown(report) {
       const latCols = lats.flatMap(([, ps, label]) => ps.map((p) => `${label} ${p} (ms)`))
       const dz = wl.deflate
       const dzCols = dz ? ' wire B / delivery | payload B / delivery | compressed |' : ''
-      L.push(`| server | ${wl.unit} | per server CPU-s | vs ws | vs ws per CPU-s | ${latCols.join(' | ')} | server CPU | loadgen CPU |${dzCols}`)
-      L.push(`|---|---:|---:|---:|---:|${latCols.map(() => '---:').join('|')}|---:|---:|${dz ? '---:|---:|---:|' : ''}`)
+      L.push(`| server | ${wl.unit} | per server CPU-s | vs ws | vs ws per CPU-s | ${latCols.join(' | ')} | server CPU | loadgen CPU | server context switches/s (voluntary + involuntary) |${dzCols}`)
+      L.push(`|---|---:|---:|---:|---:|${latCols.map(() => '---:').join('|')}|---:|---:|---:|${dz ? '---:|---:|---:|' : ''}`)
       for (const rec of recs) {
         const s = rec.summary
         if (!s) {
@@ -648,7 +670,7 @@ function markdown(report) {
         }
         const latVals = lats.flatMap(([k, ps]) => ps.map((p) => fmtMs(s.latency[k]?.[p])))
         L.push(
-          `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtX(r[rec.peer]?.raw_vs_ws)} | ${fmtX(r[rec.peer]?.per_cpu_vs_ws)} | ${latVals.join(' | ')} | ${fmtPct(s.server_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} |` +
+          `| ${rec.peer}${s.ok ? '' : ' ⚠'} | ${fmtInt(s.rate)} | ${fmtInt(s.per_cpu_s)} | ${fmtX(r[rec.peer]?.raw_vs_ws)} | ${fmtX(r[rec.peer]?.per_cpu_vs_ws)} | ${latVals.join(' | ')} | ${fmtPct(s.server_cpu_util)} | ${fmtPct(s.loadgen_cpu_util)} | ${fmtSwitches(s.ctx_switches_per_s)} |` +
             (dz ? ` ${s.wire_bytes_per_delivery?.toFixed(0) ?? '–'} | ${s.payload_bytes_per_delivery?.toFixed(0) ?? '–'} | ${fmtPct(s.compressed_share)} |` : ''),
         )
       }
@@ -842,7 +864,7 @@ async function main() {
     peers,
     peer_versions: Object.fromEntries(peers.map((p) => [p, peerVersion(p)])),
     skipped,
-    shape: opts.shape || 'batched',
+    shape: opts.shape || 'both',
     workloads: wls.map(({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate, shape }) => ({ id, title, mode, args, kind, metric, unit, latency, latency2, conns, deflate, shape })),
     repeat: opts.repeat || 1,
     runs: [],

@@ -15,6 +15,8 @@
 //   FERROSOCKET_COMPRESSION=1      createServer({ compression: true }) (permessage-deflate, spec
 //                                  defaults: threshold 256, level 1); JSON for an object, e.g.
 //                                  FERROSOCKET_COMPRESSION='{"level":6}'
+// Threads: FERROSOCKET_WORKER_THREADS=<n>  createServer({ workerThreads: n }) (the multi-core
+//          peers of run.js); FERROSOCKET_INLINE_IO=0|1  createServer({ inlineIo }) (default: auto)
 const path = require('path')
 const { createServer } = require(path.join(__dirname, '..', '..', 'index.js'))
 const { port, host, listening, onExit, ferrosocketCompression } = require('./common')
@@ -32,7 +34,10 @@ async function openDashboard(server, pollMs) {
 async function main() {
   const level = process.env.FERROSOCKET_TELEMETRY
   const telemetry = level ? { level, onEvent: () => {} } : undefined
-  const server = createServer({ port: port(), host: host(), path: '/ws', telemetry, compression: ferrosocketCompression() })
+  const threads = Number(process.env.FERROSOCKET_WORKER_THREADS) || undefined
+  const inline = process.env.FERROSOCKET_INLINE_IO
+  const inlineIo = inline === undefined ? undefined : inline === '1'
+  const server = createServer({ port: port(), host: host(), path: '/ws', telemetry, compression: ferrosocketCompression(), workerThreads: threads, inlineIo })
   const scrapeMs = Number(process.env.FERROSOCKET_SCRAPE_MS)
   if (scrapeMs > 0) setInterval(() => void server.metrics(), scrapeMs).unref()
   const pollMs = Number(process.env.FERROSOCKET_DASHBOARD_POLL_MS)
