@@ -183,7 +183,7 @@ export interface ServerOptions {
   handshakeTimeoutMs?: number
   replyOnInvalid?: boolean
   workerThreads?: number
-  /** `inlineIo`: unset = on when this process may use one CPU. */
+  /** `inlineIo` (default off). */
   inlineIo?: boolean
   allowedOrigins?: Array<string>
   /** `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges. */

@@ -1,6 +1,6 @@
 // `inlineIo`: the JS thread reads sockets itself between batches (Rust's I/O threads yield to it).
-// The default is on only when the process may use one CPU, so these tests force it on and check
-// that nothing changes for the application: every message handled once, in order, replies and
+// It is off by default, so these tests turn it on and check that nothing changes for the
+// application: every message handled once, in order, replies and
 // fan-out delivered, raw binary payloads intact, and nothing held back when the stream outlasts
 // the rounds one wake-up may dispatch.
 import { test } from 'node:test'

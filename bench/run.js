@@ -267,7 +267,7 @@ const PEERS = {
   },
   // Observability cost: telemetry on at info with a no-op sink, and metrics scraped every second.
   // Multi-core: the same server with one or two Rust I/O threads (run these with --no-pin, so the
-  // server may use every core; inlineIo is then off, as it is by default on more than one core).
+  // server may use every core).
   'ferrosocket-1io': {
     script: 'ferrosocket.js',
     env: { FERROSOCKET_WORKER_THREADS: '1' },
@@ -278,6 +278,14 @@ const PEERS = {
   'ferrosocket-2io': {
     script: 'ferrosocket.js',
     env: { FERROSOCKET_WORKER_THREADS: '2' },
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  },
+  // inlineIo on (one CPU: the JS thread reads sockets between its batches; see the README).
+  'ferrosocket-inline': {
+    script: 'ferrosocket.js',
+    env: { FERROSOCKET_INLINE_IO: '1' },
     proto: 'plain',
     path: '/ws',
     check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
@@ -337,7 +345,7 @@ const PEERS = {
     },
   },
 }
-const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-dashboard', 'ferrosocket-1io', 'ferrosocket-2io', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
+const PEER_ORDER = ['ws', 'ferrosocket', 'ferrosocket-inline', 'ferrosocket-telemetry', 'ferrosocket-scraped', 'ferrosocket-dashboard', 'ferrosocket-1io', 'ferrosocket-2io', 'ferrosocket-conn', 'ferrosocket-rust', 'socketio', 'uws']
 
 function peerVersion(name) {
   const read = (p) => {

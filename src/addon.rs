@@ -53,7 +53,7 @@ pub struct ServerOptions {
     pub handshake_timeout_ms: Option<f64>,
     pub reply_on_invalid: Option<bool>,
     pub worker_threads: Option<u32>,
-    /// `inlineIo`: unset = on when this process may use one CPU.
+    /// `inlineIo` (default off).
     pub inline_io: Option<bool>,
     pub allowed_origins: Option<Vec<String>>,
     /// `trustProxy` normalised by JS: `all`, a hop count, or a list of addresses/CIDR ranges.

@@ -177,10 +177,10 @@ export interface ServerOptions<
   /** Rust I/O threads. Default: available cores. */
   workerThreads?: number
   /**
-   * Whether the JS thread reads sockets itself between its batches of events, and the Rust I/O
-   * threads yield the CPU to it. Default: on when the process may use only one CPU (a CPU
-   * affinity mask or a container's CPU quota of one), where two threads would otherwise take
-   * turns on that CPU for every batch; off otherwise, where the I/O threads run beside JS.
+   * The JS thread reads sockets itself between its batches of events, and the Rust I/O threads
+   * yield the CPU to it. For a process confined to one CPU, where the two threads otherwise take
+   * turns on it for every batch. Default `false` (see the README's Benchmarks for what it gains
+   * and where it loses).
    */
   inlineIo?: boolean
   /**

@@ -16,7 +16,7 @@
 //                                  defaults: threshold 256, level 1); JSON for an object, e.g.
 //                                  FERROSOCKET_COMPRESSION='{"level":6}'
 // Threads: FERROSOCKET_WORKER_THREADS=<n>  createServer({ workerThreads: n }) (the multi-core
-//          peers of run.js); FERROSOCKET_INLINE_IO=0|1  createServer({ inlineIo }) (default: auto)
+//          peers of run.js); FERROSOCKET_INLINE_IO=0|1  createServer({ inlineIo }) (the ferrosocket-inline peer)
 const path = require('path')
 const { createServer } = require(path.join(__dirname, '..', '..', 'index.js'))
 const { port, host, listening, onExit, ferrosocketCompression } = require('./common')
