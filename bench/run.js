@@ -252,6 +252,17 @@ function uwsNode() {
   return fs.existsSync(bin) ? bin : process.execPath
 }
 
+/** A ferrosocket peer: `script` with `env` (a variant that runs only when named, when given). */
+function ferrosocketPeer(script, env) {
+  return {
+    script,
+    ...(env ? { env } : {}),
+    proto: 'plain',
+    path: '/ws',
+    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
+  }
+}
+
 const PEERS = {
   ws: {
     script: 'ws.js',
@@ -259,71 +270,20 @@ const PEERS = {
     path: '/ws',
     check: () => canRun(process.execPath, "require('ws'); require('bufferutil')", BENCH),
   },
-  ferrosocket: {
-    script: 'ferrosocket.js',
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
+  ferrosocket: ferrosocketPeer('ferrosocket.js'),
+  // inlineIo on (one CPU: the JS thread reads sockets between its batches; see the README).
+  'ferrosocket-inline': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_INLINE_IO: '1' }),
   // Observability cost: telemetry on at info with a no-op sink, and metrics scraped every second.
+  'ferrosocket-telemetry': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_TELEMETRY: 'info' }),
+  'ferrosocket-scraped': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_TELEMETRY: 'info', FERROSOCKET_SCRAPE_MS: '1000' }),
+  // The operators' dashboard mounted, with a page open: its state polled once a second over HTTP.
+  'ferrosocket-dashboard': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_DASHBOARD_POLL_MS: '1000' }),
   // Multi-core: the same server with one or two Rust I/O threads (run these with --no-pin, so the
   // server may use every core).
-  'ferrosocket-1io': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_WORKER_THREADS: '1' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  'ferrosocket-2io': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_WORKER_THREADS: '2' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  // inlineIo on (one CPU: the JS thread reads sockets between its batches; see the README).
-  'ferrosocket-inline': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_INLINE_IO: '1' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  'ferrosocket-telemetry': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_TELEMETRY: 'info' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  'ferrosocket-scraped': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_TELEMETRY: 'info', FERROSOCKET_SCRAPE_MS: '1000' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  // The operators' dashboard mounted, with a page open: its state polled once a second over HTTP.
-  'ferrosocket-dashboard': {
-    script: 'ferrosocket.js',
-    env: { FERROSOCKET_DASHBOARD_POLL_MS: '1000' },
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  'ferrosocket-conn': {
-    script: 'ferrosocket-conn.js',
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
-  'ferrosocket-rust': {
-    script: 'ferrosocket-rust.js',
-    proto: 'plain',
-    path: '/ws',
-    check: () => canRun(process.execPath, `require(${JSON.stringify(path.join(ROOT, 'index.js'))})`, ROOT),
-  },
+  'ferrosocket-1io': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_WORKER_THREADS: '1' }),
+  'ferrosocket-2io': ferrosocketPeer('ferrosocket.js', { FERROSOCKET_WORKER_THREADS: '2' }),
+  'ferrosocket-conn': ferrosocketPeer('ferrosocket-conn.js'),
+  'ferrosocket-rust': ferrosocketPeer('ferrosocket-rust.js'),
   socketio: {
     script: 'socketio.js',
     proto: 'socketio',
