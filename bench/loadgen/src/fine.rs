@@ -15,17 +15,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::hist::Hist;
 use crate::modes::{
-    base_json, body_arg, fan_report, finish_fanout, fmt_server, measure, merge, room_sub_msg, spawn_reaper, wait_until, ConnStats, FanArgs,
-    FanState,
-    Pending, Phase, MEASURE, STOP, WARMUP,
+    base_json, body_arg, fan_report, finish_fanout, measure, merge, room_sub_msg, run_echo, spawn_reaper, wait_until, EchoState, FanArgs,
+    FanState, Pending, MEASURE, STOP, WARMUP,
 };
 use crate::payload::Body;
 use crate::sys::round3;
@@ -116,77 +113,11 @@ fn text(bytes: Vec<u8>) -> Message {
 // echo
 // ------------------------------------------------------------------------------------------------
 
-struct EchoState {
-    phase: Phase,
-    conns: ConnStats,
-    sem: Semaphore,
-    msg: Utf8Bytes,
-    replies: Cell<u64>,
-    other: Cell<u64>,
-    hist: std::cell::RefCell<Hist>,
-}
-
 pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
-    let n: usize = args.num("conns", 100);
-    let k: usize = args.num("inflight", 16usize).max(1);
-    let size: usize = args.num("size", 64);
-    let dur = args.secs("duration", 5.0);
-    let ctx = Rc::new(ctx);
-    let mut data = Vec::with_capacity(size + 2);
-    data.push(b'"');
-    data.extend(std::iter::repeat_n(b'x', size));
-    data.push(b'"');
-    let mut msg = Vec::new();
-    ctx.proto.encode_event(&mut msg, "echo", &data);
-    let st = Rc::new(EchoState {
-        phase: Phase::new(),
-        conns: ConnStats::default(),
-        sem: Semaphore::new(ctx.connect_concurrency),
-        msg: Utf8Bytes::try_from(msg).expect("ascii"),
-        replies: Cell::new(0),
-        other: Cell::new(0),
-        hist: std::cell::RefCell::new(Hist::new()),
-    });
-    for i in 0..n {
-        tokio::task::spawn_local(echo_conn(ctx.clone(), st.clone(), i, k));
-    }
-    let t_open = Instant::now();
-    wait_until(ctx.connect_timeout * 4, || st.conns.ok.get() + st.conns.failed.get() >= n).await;
-    let open_s = t_open.elapsed().as_secs_f64();
-    let (w, count, rate) = measure(&ctx, &st.phase, dur, || st.replies.get()).await;
-    let h = st.hist.borrow();
-    let human = format!(
-        "echo (fine) {} conns x {k} in flight x {size} B: {:.0} msg/s, rtt p50 {} us p90 {} us p99 {} us; {} ({} ok, {} failed, {} closed early)",
-        n,
-        rate,
-        h.percentile(50.0),
-        h.percentile(90.0),
-        h.percentile(99.0),
-        fmt_server(&w),
-        st.conns.ok.get(),
-        st.conns.failed.get(),
-        st.conns.closed_early.get()
-    );
-    let out = merge(
-        base_json(
-            "echo",
-            &ctx,
-            json!({ "conns": n, "inflight": k, "size": size, "duration_s": dur.as_secs_f64(), "warmup_s": ctx.warmup.as_secs_f64() }),
-        ),
-        json!({
-            "open_s": round3(open_s),
-            "conns": st.conns.json(),
-            "messages": count,
-            "msgs_per_s": rate.round(),
-            "unexpected_messages": st.other.get(),
-            "rtt_us": h.json(),
-            "window": w,
-        }),
-    );
-    (out, human)
+    run_echo(ctx, args, "echo (fine)", |msg| Utf8Bytes::try_from(msg).expect("ascii"), echo_conn).await
 }
 
-async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState>, i: usize, k: usize) {
+async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState<Utf8Bytes>>, i: usize, k: usize) {
     let permit = st.sem.acquire().await.unwrap();
     let r = connect(&ctx, i % ctx.targets.len(), i, 16 * 1024).await;
     drop(permit);

@@ -155,17 +155,36 @@ pub(crate) fn fmt_server(w: &Value) -> String {
 // echo
 // ------------------------------------------------------------------------------------------------
 
-struct EchoState {
-    phase: Phase,
-    conns: ConnStats,
-    sem: Semaphore,
-    msg: Vec<u8>,
-    replies: Cell<u64>,
-    other: Cell<u64>,
-    hist: RefCell<Hist>,
+/// What an echo run's connections share, whatever the client shape; `M` is the encoded message in
+/// the form that shape sends it.
+pub(crate) struct EchoState<M> {
+    pub(crate) phase: Phase,
+    pub(crate) conns: ConnStats,
+    pub(crate) sem: Semaphore,
+    pub(crate) msg: M,
+    pub(crate) replies: Cell<u64>,
+    pub(crate) other: Cell<u64>,
+    pub(crate) hist: RefCell<Hist>,
 }
 
 pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
+    run_echo(ctx, args, "echo", |msg| msg, echo_conn).await
+}
+
+/// An echo run in either client shape: opens `--conns` connections, each running `conn` with
+/// `--inflight` messages in flight, measures the window and reports. `label` starts the human
+/// line; `shape_msg` turns the encoded `echo` message into what `conn` sends.
+pub(crate) async fn run_echo<M, Fut>(
+    ctx: Ctx,
+    args: &Args,
+    label: &str,
+    shape_msg: impl FnOnce(Vec<u8>) -> M,
+    conn: impl Fn(Rc<Ctx>, Rc<EchoState<M>>, usize, usize) -> Fut,
+) -> (Value, String)
+where
+    M: 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let n: usize = args.num("conns", 100);
     let k: usize = args.num("inflight", 16usize).max(1);
     let size: usize = args.num("size", 64);
@@ -181,13 +200,13 @@ pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
         phase: Phase::new(),
         conns: ConnStats::default(),
         sem: Semaphore::new(ctx.connect_concurrency),
-        msg,
+        msg: shape_msg(msg),
         replies: Cell::new(0),
         other: Cell::new(0),
         hist: RefCell::new(Hist::new()),
     });
     for i in 0..n {
-        tokio::task::spawn_local(echo_conn(ctx.clone(), st.clone(), i, k));
+        tokio::task::spawn_local(conn(ctx.clone(), st.clone(), i, k));
     }
     let t_open = Instant::now();
     wait_until(ctx.connect_timeout * 4, || st.conns.ok.get() + st.conns.failed.get() >= n).await;
@@ -195,7 +214,7 @@ pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
     let (w, count, rate) = measure(&ctx, &st.phase, dur, || st.replies.get()).await;
     let h = st.hist.borrow();
     let human = format!(
-        "echo {} conns x {k} in flight x {size} B: {:.0} msg/s, rtt p50 {} us p90 {} us p99 {} us; {} ({} ok, {} failed, {} closed early)",
+        "{label} {} conns x {k} in flight x {size} B: {:.0} msg/s, rtt p50 {} us p90 {} us p99 {} us; {} ({} ok, {} failed, {} closed early)",
         n,
         rate,
         h.percentile(50.0),
@@ -221,7 +240,7 @@ pub async fn echo(ctx: Ctx, args: &Args) -> (Value, String) {
     (out, human)
 }
 
-async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState>, i: usize, k: usize) {
+async fn echo_conn(ctx: Rc<Ctx>, st: Rc<EchoState<Vec<u8>>>, i: usize, k: usize) {
     let permit = st.sem.acquire().await.unwrap();
     let r = open(&ctx, i, 16 * 1024).await;
     drop(permit);
