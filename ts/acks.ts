@@ -43,16 +43,16 @@ export class InboundAcks {
   }
 
   flush(): void {
-    const pairs = this.take()
-    if (pairs !== null) this._send(pairs, this.lastReleased)
+    const taken = this.take()
+    if (taken !== null) this._send(taken.pairs, taken.released)
   }
 
   /**
-   * Takes what waits as (id, count) pairs, with its released bytes in `lastReleased`, for a caller
-   * that hands it to Rust itself (a batch's `finishBatch`); null when nothing waits. The flush
-   * already scheduled then finds nothing.
+   * Takes what waits: (id, count) pairs and the released bytes, for a caller that hands them to
+   * Rust itself (a batch's `finishBatch`); null when nothing waits. The flush already scheduled
+   * then finds nothing.
    */
-  take(): Float64Array | null {
+  take(): { pairs: Float64Array; released: number } | null {
     this.scheduled = false
     const released = this.released
     if (this.counts.size === 0 && released === 0) return null
@@ -64,10 +64,6 @@ export class InboundAcks {
     }
     this.counts.clear()
     this.released = 0
-    this.lastReleased = released
-    return pairs
+    return { pairs, released }
   }
-
-  /** The released bytes that went with the pairs `take` returned last. */
-  lastReleased = 0
 }

@@ -41,8 +41,9 @@ export class Outbox {
    */
   finish(native: NativeServer, acks: InboundAcks, assist: boolean): string {
     this.collecting = false
-    const pairs = acks.take()
-    const released = pairs === null ? 0 : acks.lastReleased
+    const handled = acks.take()
+    const pairs = handled?.pairs ?? null
+    const released = handled?.released ?? 0
     if (this.ids.length === 0) return native.finishBatch(null, null, pairs, released, assist)
     const [ids, joined] = this.take()
     return native.finishBatch(ids, joined, pairs, released, assist)
