@@ -9,6 +9,7 @@ use crate::protocol::policy::{IpRange, OriginPattern, TrustProxy};
 use crate::upgrade::AuthVerdict;
 use crate::registry::Audience;
 use crate::hooks::{panic::PanicOnEvent, reference::ReferenceHandlers};
+use crate::bridge::TakenBatch;
 use crate::server::{HookFactory, Server};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -211,6 +212,19 @@ impl AudienceParts {
     }
 }
 
+/// Gives JS a batch taken from Rust: its raw payloads wait in `blobs` for `takeBlobs()`, and a
+/// non-empty batch corks the server, so the sends its handlers make only queue until
+/// `finishBatch` ends it.
+fn hand_over(server: &Server, blobs: &Mutex<Vec<Vec<u8>>>, taken: TakenBatch) -> String {
+    if !taken.blobs.is_empty() {
+        blobs.lock().extend(taken.blobs);
+    }
+    if !taken.json.is_empty() {
+        server.cork();
+    }
+    taken.json
+}
+
 /// Threadsafe function that delivers one batch (JSON text) to JS. Weak: it never keeps the
 /// process alive by itself; the JS layer holds a handle while the server listens.
 type BatchCallback = ThreadsafeFunction<(), (), String, Status, false, true>;
@@ -244,25 +258,10 @@ impl NativeServer {
             .weak::<true>()
             .callee_handled::<false>()
             .build_callback(move |_ctx| {
-                let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    source.upgrade().map(|s| {
-                        let taken = s.take_batch();
-                        (s, taken)
-                    })
+                let json = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    source.upgrade().map(|s| hand_over(&s, &blob_slot, s.take_batch()))
                 }));
-                match batch {
-                    Ok(Some((server, taken))) => {
-                        if !taken.blobs.is_empty() {
-                            blob_slot.lock().extend(taken.blobs);
-                        }
-                        if !taken.json.is_empty() {
-                            // Sends made while JS dispatches it only queue, until `finishBatch`.
-                            server.cork();
-                        }
-                        Ok(taken.json)
-                    }
-                    _ => Ok(String::new()),
-                }
+                Ok(json.ok().flatten().unwrap_or_default())
             })?;
         let _ = slot.set(callback);
         Ok(Self { server, blobs })
@@ -305,14 +304,7 @@ impl NativeServer {
         if !assist {
             return String::new();
         }
-        let taken = self.server.assist_io();
-        if !taken.blobs.is_empty() {
-            self.blobs.lock().extend(taken.blobs);
-        }
-        if !taken.json.is_empty() {
-            self.server.cork();
-        }
-        taken.json
+        hand_over(&self.server, &self.blobs, self.server.assist_io())
     }
 
     #[napi(catch_unwind)]
